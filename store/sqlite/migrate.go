@@ -1,0 +1,90 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations are applied in order; migration i has version i+1. Append only:
+// never edit one that has shipped.
+var migrations = []string{
+	// 1: accounts, API keys and the key-check marker. Secrets are sealed
+	// BLOBs (store.Cipher); times are Unix nanoseconds, UTC.
+	`CREATE TABLE accounts (
+		sid           TEXT PRIMARY KEY,
+		friendly_name TEXT NOT NULL,
+		auth_token    BLOB NOT NULL,
+		status        TEXT NOT NULL CHECK (status IN ('active', 'suspended')),
+		parent_sid    TEXT REFERENCES accounts (sid),
+		date_created  INTEGER NOT NULL,
+		date_updated  INTEGER NOT NULL
+	);
+	CREATE INDEX accounts_parent ON accounts (parent_sid);
+	CREATE TABLE api_keys (
+		sid           TEXT PRIMARY KEY,
+		account_sid   TEXT NOT NULL REFERENCES accounts (sid) ON DELETE CASCADE,
+		friendly_name TEXT NOT NULL,
+		secret        BLOB NOT NULL,
+		date_created  INTEGER NOT NULL,
+		date_updated  INTEGER NOT NULL
+	);
+	CREATE INDEX api_keys_account ON api_keys (account_sid, date_created);
+	CREATE TABLE store_meta (
+		name  TEXT PRIMARY KEY,
+		value BLOB NOT NULL
+	);`,
+}
+
+// SchemaVersion is the schema version this build migrates to.
+var SchemaVersion = len(migrations)
+
+// migrate applies every migration not yet recorded in schema_migrations, each
+// in its own write transaction, so it is idempotent and safe when several
+// processes start on the same file at once.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("sqlite: create schema_migrations: %w", err)
+	}
+	for i, m := range migrations {
+		if err := s.apply(ctx, i+1, m); err != nil {
+			return fmt.Errorf("sqlite: migration %d: %w", i+1, err)
+		}
+	}
+	var newest int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if newest > SchemaVersion {
+		return fmt.Errorf("sqlite: database schema version %d is newer than this build's %d; upgrade traverse", newest, SchemaVersion)
+	}
+	return nil
+}
+
+func (s *Store) apply(ctx context.Context, version int, stmt string) error {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see _txlock)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var one int
+	err = tx.QueryRowContext(ctx, `SELECT 1 FROM schema_migrations WHERE version = ?`, version).Scan(&one)
+	if err == nil {
+		return nil // already applied
+	}
+	if err != sql.ErrNoRows {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+		version, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
