@@ -1,0 +1,254 @@
+// Package config holds traverse's configuration: one struct, its defaults in
+// Default, Load (YAML with unknown keys rejected, then environment), and a pure
+// Validate that reports every problem at once with its dotted path.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// EnvConfig names the environment variable that points at the config file.
+const EnvConfig = "TRAVERSE_CONFIG"
+
+// EnvSecrets, when set, replaces auth.secrets with a comma-separated list, so a
+// secret can come from a container's environment instead of a file.
+const EnvSecrets = "TRAVERSE_AUTH_SECRETS"
+
+// Config is the whole of traverse's configuration. Key names are the public
+// contract documented in the README.
+type Config struct {
+	// Realm is the TURN realm sent in 401 responses. Default "traverse".
+	Realm string `yaml:"realm"`
+	// DataDir holds the embedded database, its encryption key and, with --dev,
+	// the generated secret and self-signed certificate. Default "./traverse-data".
+	DataDir string `yaml:"data_dir"`
+
+	Listen  Listen  `yaml:"listen"`
+	TLS     TLS     `yaml:"tls"`
+	Auth    Auth    `yaml:"auth"`
+	Relay   Relay   `yaml:"relay"`
+	Issuer  Issuer  `yaml:"issuer"`
+	Store   Store   `yaml:"store"`
+	Log     Log     `yaml:"log"`
+	Metrics Metrics `yaml:"metrics"`
+}
+
+// Listen lists the TURN listeners, each a "host:port" (IPv6 as "[::]:3478").
+type Listen struct {
+	// UDP listeners. Default ["0.0.0.0:3478"]. Each gets one socket per core.
+	UDP []string `yaml:"udp"`
+	// TCP listeners (plain TURN over TCP). Default ["0.0.0.0:3478"].
+	TCP []string `yaml:"tcp"`
+	// TLS listeners; each also accepts plain TURN over TCP, told apart by the
+	// first byte. Off unless tls.cert and tls.key are set.
+	// Default ["0.0.0.0:443", "0.0.0.0:5349"].
+	TLS []string `yaml:"tls"`
+}
+
+// TLS names the PEM files for TURN over TLS and for the issuer's HTTPS.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Enabled reports whether a certificate is configured.
+func (t TLS) Enabled() bool { return t.Cert != "" && t.Key != "" }
+
+// Auth configures TURN authentication.
+type Auth struct {
+	// Secrets are TURN REST shared secrets: the first mints, every one
+	// verifies, so a secret can be rotated without downtime. At least 16
+	// characters each.
+	Secrets []string `yaml:"secrets"`
+	// MaxTTL is the furthest in the future a credential's expiry may lie.
+	// Default 24h.
+	MaxTTL time.Duration `yaml:"max_ttl"`
+	// ClockSkew is tolerated between the minting clock and ours. Default 30s.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// StrictExpiry tears an allocation down when its credential expires.
+	// Default false: expiry is checked when the allocation is created, as
+	// coturn and eturnal do.
+	StrictExpiry bool `yaml:"strict_expiry"`
+	// Users are static long-term users, as coturn's user=NAME:PASSWORD.
+	Users []User `yaml:"users"`
+}
+
+// User is a static TURN user.
+type User struct {
+	Name     string `yaml:"name"`
+	Password string `yaml:"password"`
+}
+
+// Relay configures the TURN relay.
+type Relay struct {
+	// Enabled runs the relay in this process. Default true.
+	Enabled bool `yaml:"enabled"`
+	// PublicIP is advertised in XOR-RELAYED-ADDRESS (the VM's public IPv4
+	// behind 1:1 NAT). Default: bind_ip when it is specific, else the first
+	// global IPv4 of the host.
+	PublicIP string `yaml:"public_ip"`
+	// BindIP is where relay sockets are bound. Default "0.0.0.0".
+	BindIP string `yaml:"bind_ip"`
+	// Ports is the relay port range. Default 49152-65535.
+	Ports PortRange `yaml:"ports"`
+	// Peers is the peer policy: which addresses the relay may send to.
+	Peers Peers `yaml:"peers"`
+	// Quota limits allocations and bandwidth.
+	Quota Quota `yaml:"quota"`
+	// DrainTimeout is how long SIGTERM waits for allocations to end before
+	// closing. Default 10s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listener.
+	// Default 0: one per core.
+	UDPSockets int `yaml:"udp_sockets"`
+}
+
+// PortRange is an inclusive range of UDP ports.
+type PortRange struct {
+	Min int `yaml:"min"`
+	Max int `yaml:"max"`
+}
+
+// Peers is the relay's peer policy. Private, loopback, link-local,
+// documentation and multicast ranges are denied unless allowed here.
+type Peers struct {
+	// Allow opens CIDRs (or single IPs) that the built-in deny list covers.
+	Allow []string `yaml:"allow"`
+	// Deny adds CIDRs (or single IPs) to the deny list.
+	Deny []string `yaml:"deny"`
+	// AllowLoopback permits 127.0.0.0/8 and ::1 as peers: for tests and
+	// local trials only.
+	AllowLoopback bool `yaml:"allow_loopback"`
+}
+
+// Quota limits what users may hold.
+type Quota struct {
+	// PerUser is the number of concurrent allocations per user (the part of
+	// a TURN REST username after the expiry). 0 means unlimited. Default 10.
+	PerUser int `yaml:"per_user"`
+	// Total is the number of concurrent allocations on this server. 0 means
+	// unlimited. Default 0.
+	Total int `yaml:"total"`
+	// Bandwidth caps each allocation, in bytes per second each way. 0 means
+	// no cap. Default 0.
+	Bandwidth int64 `yaml:"bandwidth"`
+}
+
+// Issuer configures the HTTP credential issuer.
+type Issuer struct {
+	// Enabled runs the issuer in this process. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Listen is the issuer's HTTP address; HTTPS when tls.cert/key are set.
+	// Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// PublicHost is the host put in the ICE server URIs. Default: relay.public_ip.
+	PublicHost string `yaml:"public_host"`
+	// ICEServers, when set, replaces the URIs derived from the listeners.
+	ICEServers []string `yaml:"ice_servers"`
+	// CORSOrigins may call the client-side ICE-servers endpoint from a
+	// browser. Default none.
+	CORSOrigins []string `yaml:"cors_origins"`
+}
+
+// Store configures where accounts and API keys live.
+type Store struct {
+	// DSN is "sqlite:PATH" or a "postgres://" URL. Default
+	// "sqlite:<data_dir>/traverse.db".
+	DSN string `yaml:"dsn"`
+	// EncryptionKey (64 hex characters) encrypts secrets at rest. Default: a
+	// key file "<data_dir>/store.key" created with mode 0600 on first start.
+	EncryptionKey string `yaml:"encryption_key"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json or console. Default console.
+	Format string `yaml:"format"`
+}
+
+// Metrics configures the Prometheus, /healthz and /readyz listener.
+type Metrics struct {
+	// Listen is the metrics address; empty turns it off. Default "127.0.0.1:9641".
+	Listen string `yaml:"listen"`
+}
+
+// Default returns the configuration traverse runs with when a key is not set.
+func Default() Config {
+	return Config{
+		Realm:   "traverse",
+		DataDir: "./traverse-data",
+		Listen: Listen{
+			UDP: []string{"0.0.0.0:3478"},
+			TCP: []string{"0.0.0.0:3478"},
+			TLS: []string{"0.0.0.0:443", "0.0.0.0:5349"},
+		},
+		Auth: Auth{
+			MaxTTL:    24 * time.Hour,
+			ClockSkew: 30 * time.Second,
+		},
+		Relay: Relay{
+			Enabled:      true,
+			BindIP:       "0.0.0.0",
+			Ports:        PortRange{Min: 49152, Max: 65535},
+			Quota:        Quota{PerUser: 10},
+			DrainTimeout: 10 * time.Second,
+		},
+		Issuer: Issuer{
+			Enabled: true,
+			Listen:  "127.0.0.1:8080",
+		},
+		Log:     Log{Level: "info", Format: "console"},
+		Metrics: Metrics{Listen: "127.0.0.1:9641"},
+	}
+}
+
+// Load reads the YAML file at path over Default (unknown keys are an error),
+// then applies the environment. An empty path means defaults only. It does not
+// validate: call Validate.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		if err := Decode(data, &cfg); err != nil {
+			return cfg, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if v, ok := os.LookupEnv(EnvSecrets); ok && v != "" {
+		cfg.Auth.Secrets = splitList(v)
+	}
+	return cfg, nil
+}
+
+// Decode decodes YAML into cfg, rejecting unknown keys.
+func Decode(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty file is io.EOF: it means "all defaults".
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,226 @@
+package config
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// MinSecretLen is the shortest TURN REST secret accepted.
+const MinSecretLen = 16
+
+// Problems is every problem Validate found, each prefixed with its dotted path.
+type Problems []string
+
+func (p Problems) Error() string {
+	return "invalid config:\n  " + strings.Join(p, "\n  ")
+}
+
+// Validate checks cfg without touching the network or the file system and
+// returns every problem at once as Problems, or nil.
+func (c Config) Validate() error {
+	var p Problems
+	add := func(path, format string, args ...any) {
+		p = append(p, path+": "+fmt.Sprintf(format, args...))
+	}
+
+	if c.Realm == "" {
+		add("realm", "must not be empty")
+	}
+	if c.DataDir == "" {
+		add("data_dir", "must not be empty")
+	}
+	if !c.Relay.Enabled && !c.Issuer.Enabled {
+		add("relay.enabled", "relay and issuer are both disabled: nothing to run")
+	}
+
+	for i, a := range c.Listen.UDP {
+		checkHostPort(add, fmt.Sprintf("listen.udp[%d]", i), a)
+	}
+	for i, a := range c.Listen.TCP {
+		checkHostPort(add, fmt.Sprintf("listen.tcp[%d]", i), a)
+	}
+	for i, a := range c.Listen.TLS {
+		checkHostPort(add, fmt.Sprintf("listen.tls[%d]", i), a)
+	}
+	if c.Relay.Enabled && len(c.Listen.UDP)+len(c.Listen.TCP)+len(c.Listen.TLS) == 0 {
+		add("listen", "the relay is enabled but has no listener")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		add("tls", "cert and key must be set together")
+	}
+
+	// Auth.
+	if len(c.Auth.Secrets) == 0 && len(c.Auth.Users) == 0 {
+		add("auth.secrets", "at least one secret (or a static user) is required")
+	}
+	if c.Issuer.Enabled && len(c.Auth.Secrets) == 0 {
+		add("auth.secrets", "the issuer mints TURN REST credentials and needs a secret")
+	}
+	for i, s := range c.Auth.Secrets {
+		if len(s) < MinSecretLen {
+			add(fmt.Sprintf("auth.secrets[%d]", i), "must be at least %d characters (got %d)", MinSecretLen, len(s))
+		}
+	}
+	if c.Auth.MaxTTL <= 0 {
+		add("auth.max_ttl", "must be > 0 (got %s)", c.Auth.MaxTTL)
+	}
+	if c.Auth.ClockSkew < 0 {
+		add("auth.clock_skew", "must be >= 0 (got %s)", c.Auth.ClockSkew)
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Auth.Users {
+		path := fmt.Sprintf("auth.users[%d]", i)
+		switch {
+		case u.Name == "":
+			add(path+".name", "must not be empty")
+		case strings.ContainsAny(u.Name, ": \t"):
+			add(path+".name", "must not contain ':' or spaces (got %q)", u.Name)
+		case seen[u.Name]:
+			add(path+".name", "duplicate user %q", u.Name)
+		}
+		seen[u.Name] = true
+		if len(u.Password) < 8 {
+			add(path+".password", "must be at least 8 characters")
+		}
+	}
+
+	// Relay.
+	if c.Relay.PublicIP != "" {
+		if ip, err := netip.ParseAddr(c.Relay.PublicIP); err != nil || !ip.Is4() {
+			add("relay.public_ip", "must be an IPv4 address (got %q)", c.Relay.PublicIP)
+		}
+	}
+	if ip, err := netip.ParseAddr(c.Relay.BindIP); err != nil || !ip.Is4() {
+		add("relay.bind_ip", "must be an IPv4 address (got %q); relays are IPv4", c.Relay.BindIP)
+	}
+	pr := c.Relay.Ports
+	if pr.Min < 1024 || pr.Min > 65535 {
+		add("relay.ports.min", "must be in 1024..65535 (got %d)", pr.Min)
+	}
+	if pr.Max < 1024 || pr.Max > 65535 {
+		add("relay.ports.max", "must be in 1024..65535 (got %d)", pr.Max)
+	}
+	if pr.Min > pr.Max {
+		add("relay.ports", "min %d is above max %d", pr.Min, pr.Max)
+	}
+	for i, s := range c.Relay.Peers.Allow {
+		if _, err := ParsePrefix(s); err != nil {
+			add(fmt.Sprintf("relay.peers.allow[%d]", i), "%v", err)
+		}
+	}
+	for i, s := range c.Relay.Peers.Deny {
+		if _, err := ParsePrefix(s); err != nil {
+			add(fmt.Sprintf("relay.peers.deny[%d]", i), "%v", err)
+		}
+	}
+	if c.Relay.Quota.PerUser < 0 {
+		add("relay.quota.per_user", "must be >= 0 (got %d)", c.Relay.Quota.PerUser)
+	}
+	if c.Relay.Quota.Total < 0 {
+		add("relay.quota.total", "must be >= 0 (got %d)", c.Relay.Quota.Total)
+	}
+	if b := c.Relay.Quota.Bandwidth; b < 0 || (b > 0 && b < 1500) {
+		add("relay.quota.bandwidth", "must be 0 (no cap) or at least 1500 bytes/s (got %d)", b)
+	}
+	if c.Relay.DrainTimeout < 0 {
+		add("relay.drain_timeout", "must be >= 0 (got %s)", c.Relay.DrainTimeout)
+	}
+	if c.Relay.UDPSockets < 0 || c.Relay.UDPSockets > 256 {
+		add("relay.udp_sockets", "must be in 0..256 (got %d)", c.Relay.UDPSockets)
+	}
+
+	// Issuer.
+	if c.Issuer.Enabled {
+		checkHostPort(add, "issuer.listen", c.Issuer.Listen)
+	}
+	if h := c.Issuer.PublicHost; h != "" && (strings.Contains(h, "/") || strings.Contains(h, " ")) {
+		add("issuer.public_host", "must be a bare host name or IP, not a URL (got %q)", h)
+	}
+	for i, u := range c.Issuer.ICEServers {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			add(fmt.Sprintf("issuer.ice_servers[%d]", i), "must start with stun:, turn: or turns: (got %q)", u)
+		}
+	}
+	for i, o := range c.Issuer.CORSOrigins {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			add(fmt.Sprintf("issuer.cors_origins[%d]", i), "must be an origin such as https://app.example.com (got %q)", o)
+		}
+	}
+
+	// Store.
+	if d := c.Store.DSN; d != "" && !strings.HasPrefix(d, "sqlite:") &&
+		!strings.HasPrefix(d, "postgres://") && !strings.HasPrefix(d, "postgresql://") {
+		add("store.dsn", "must start with sqlite: or postgres:// (got %q)", redactDSN(d))
+	}
+	if k := c.Store.EncryptionKey; k != "" {
+		if b, err := hex.DecodeString(k); err != nil || len(b) != 32 {
+			add("store.encryption_key", "must be 64 hex characters (32 bytes)")
+		}
+	}
+
+	// Logging and metrics.
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "must be debug, info, warn or error (got %q)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		add("log.format", "must be json or console (got %q)", c.Log.Format)
+	}
+	if c.Metrics.Listen != "" {
+		checkHostPort(add, "metrics.listen", c.Metrics.Listen)
+	}
+
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+func checkHostPort(add func(path, format string, args ...any), path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		add(path, "must be host:port (got %q)", addr)
+		return
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			add(path, "host must be an IP address (got %q)", host)
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		add(path, "port must be 0..65535 (got %q)", port)
+	}
+}
+
+// ParsePrefix parses a CIDR or a single IP (as a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("not a CIDR: %q", s)
+		}
+		return p.Masked(), nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("not an IP or CIDR: %q", s)
+	}
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+// redactDSN hides a password in a DSN before it is shown.
+func redactDSN(d string) string {
+	if at := strings.LastIndex(d, "@"); at > 0 {
+		if scheme := strings.Index(d, "://"); scheme >= 0 && scheme < at {
+			return d[:scheme+3] + "…@" + d[at+1:]
+		}
+	}
+	return d
+}

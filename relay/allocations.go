@@ -1,0 +1,106 @@
+package relay
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// liveAllocation is what the relay remembers of an allocation pion created:
+// enough to let its owner keep refreshing after the credential expires, to
+// refuse requests on it under another username, to count quotas and, under
+// auth.strict_expiry, to close it at expiry.
+type liveAllocation struct {
+	username  string
+	quotaKey  string    // the user part of a TURN REST username, or the static user
+	expires   time.Time // zero for static users
+	relayAddr string
+}
+
+// allocTable indexes live allocations by the client's transport address
+// (network and ip:port), which identifies the 5-tuple on a given listener.
+type allocTable struct {
+	mu      sync.Mutex
+	bySrc   map[string]*liveAllocation
+	perUser map[string]int
+}
+
+func newAllocTable() *allocTable {
+	return &allocTable{bySrc: map[string]*liveAllocation{}, perUser: map[string]int{}}
+}
+
+// srcKey names a client transport address. UDP and TCP clients on the same
+// ip:port are different clients.
+func srcKey(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.Network() + "|" + a.String()
+}
+
+func (t *allocTable) get(key string) (liveAllocation, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.bySrc[key]
+	if !ok {
+		return liveAllocation{}, false
+	}
+	return *a, true
+}
+
+func (t *allocTable) has(key string) bool {
+	t.mu.Lock()
+	_, ok := t.bySrc[key]
+	t.mu.Unlock()
+	return ok
+}
+
+func (t *allocTable) add(key string, a liveAllocation) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.bySrc[key]; ok {
+		t.perUser[old.quotaKey]--
+	}
+	t.bySrc[key] = &a
+	t.perUser[a.quotaKey]++
+}
+
+func (t *allocTable) remove(key string) (liveAllocation, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.bySrc[key]
+	if !ok {
+		return liveAllocation{}, false
+	}
+	delete(t.bySrc, key)
+	if t.perUser[a.quotaKey]--; t.perUser[a.quotaKey] <= 0 {
+		delete(t.perUser, a.quotaKey)
+	}
+	return *a, true
+}
+
+func (t *allocTable) countUser(quotaKey string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.perUser[quotaKey]
+}
+
+func (t *allocTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.bySrc)
+}
+
+// expired lists the relay addresses of allocations whose credential expired
+// before now.
+func (t *allocTable) expired(now time.Time) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for _, a := range t.bySrc {
+		if !a.expires.IsZero() && !now.Before(a.expires) {
+			out = append(out, a.relayAddr)
+		}
+	}
+	return out
+}

@@ -1,0 +1,404 @@
+package relay
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/config"
+)
+
+const testSecret = "test-secret-0123456789"
+
+// testConfig is a relay on loopback ephemeral ports with loopback peers allowed.
+func testConfig() config.Config {
+	c := config.Default()
+	c.Listen.UDP = []string{"127.0.0.1:0"}
+	c.Listen.TCP = []string{"127.0.0.1:0"}
+	c.Listen.TLS = []string{"127.0.0.1:0"}
+	c.Auth.Secrets = []string{testSecret}
+	c.Relay.PublicIP = "127.0.0.1"
+	c.Relay.BindIP = "127.0.0.1"
+	c.Relay.Peers.AllowLoopback = true
+	c.Relay.UDPSockets = 2
+	c.Issuer.Enabled = false
+	return c
+}
+
+type testRelay struct {
+	*Server
+	reg *prometheus.Registry
+}
+
+func startRelay(t *testing.T, cfg config.Config, withTLS bool) *testRelay {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	opts := Options{Config: cfg, Log: zaptest.NewLogger(t), Registerer: reg}
+	if withTLS {
+		opts.TLS = selfSignedTLS(t)
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return &testRelay{Server: s, reg: reg}
+}
+
+// metric reads a counter or gauge by name and label value ("" for none).
+func (r *testRelay) metric(t *testing.T, name, label string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label != "" {
+				match := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetValue() == label {
+						match = true
+					}
+				}
+				if !match {
+					continue
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s{%s} not found", name, label)
+	return 0
+}
+
+func selfSignedTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+}
+
+// echoPeer is a UDP peer on loopback that sends back what it gets.
+func echoPeer(t *testing.T, network, addr string) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2000)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}
+
+// dialClientConn returns the PacketConn a TURN client talks through for the
+// transport ("udp", "tcp", "tls") to server.
+func dialClientConn(t *testing.T, transport string, server net.Addr) net.PacketConn {
+	t.Helper()
+	switch transport {
+	case "udp":
+		nw := "udp4"
+		if server.(*net.UDPAddr).IP.To4() == nil {
+			nw = "udp6"
+		}
+		pc, err := net.ListenPacket(nw, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pc
+	case "tcp":
+		c, err := net.DialTimeout("tcp", server.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn.NewSTUNConn(c)
+	case "tls":
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", server.String(),
+			&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test's own self-signed certificate
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn.NewSTUNConn(c)
+	}
+	t.Fatalf("unknown transport %q", transport)
+	return nil
+}
+
+// newClient starts a pion TURN client; Close is registered on t.
+func newClient(t *testing.T, transport string, server net.Addr, username, password string) *turn.Client {
+	t.Helper()
+	conn := dialClientConn(t, transport, server)
+	c, err := makeClient(conn, server, username, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); _ = conn.Close() })
+	return c
+}
+
+// makeClient starts a pion TURN client on conn; the caller closes it.
+func makeClient(conn net.PacketConn, server net.Addr, username, password string) (*turn.Client, error) {
+	addr := server.String()
+	if _, stream := conn.(*turn.STUNConn); stream && !isIPv4(server) {
+		// pion's client resolves the server as udp4 even when it only writes
+		// to a stream, which ignores the address: give it any IPv4 one.
+		addr = "127.0.0.1:9"
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: addr,
+		TURNServerAddr: addr,
+		Conn:           conn,
+		Username:       username,
+		Password:       password,
+		Realm:          "traverse",
+		RTO:            200 * time.Millisecond,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Listen(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func mint(t *testing.T, secret, user string, ttl time.Duration) auth.Credential {
+	t.Helper()
+	c, err := auth.Mint([]byte(secret), user, ttl, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// roundTrip sends msg to peer through the relay and waits for the echo.
+func roundTrip(t *testing.T, relayConn net.PacketConn, peer net.Addr, msg string) {
+	t.Helper()
+	if _, err := relayConn.WriteTo([]byte(msg), peer); err != nil {
+		t.Fatalf("write to peer: %v", err)
+	}
+	buf := make([]byte, 1600)
+	_ = relayConn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := relayConn.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("read echo of %q: %v", msg, err)
+	}
+	if got := string(buf[:n]); got != msg {
+		t.Fatalf("echo = %q, want %q", got, msg)
+	}
+	if from.String() != peer.String() {
+		t.Fatalf("echo from %s, want %s", from, peer)
+	}
+}
+
+func isErrCode(err error, code string) bool {
+	return err != nil && strings.Contains(err.Error(), code)
+}
+
+// rawClient speaks TURN with hand-built messages (pion/stun), for what pion's
+// client cannot be made to do: refresh on demand, switch usernames on one
+// allocation, use UDP over IPv6.
+type rawClient struct {
+	t                         *testing.T
+	conn                      net.PacketConn
+	server                    net.Addr
+	username, password, realm string
+	nonce                     stun.Nonce
+}
+
+func newRawClient(t *testing.T, transport string, server net.Addr, username, password string) *rawClient {
+	t.Helper()
+	conn := dialClientConn(t, transport, server)
+	t.Cleanup(func() { _ = conn.Close() })
+	return &rawClient{t: t, conn: conn, server: server, username: username, password: password, realm: "traverse"}
+}
+
+// stunError is an error response's code.
+type stunError struct{ code int }
+
+func (e *stunError) Error() string { return fmt.Sprintf("error response %d", e.code) }
+
+func errCode(err error) int {
+	var se *stunError
+	if errors.As(err, &se) {
+		return se.code
+	}
+	return 0
+}
+
+func (r *rawClient) request(method stun.Method, setters ...stun.Setter) (*stun.Message, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		all := []stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}
+		all = append(all, setters...)
+		if r.nonce != nil {
+			all = append(all, stun.NewUsername(r.username), stun.NewRealm(r.realm), r.nonce,
+				stun.NewLongTermIntegrity(r.username, r.realm, r.password))
+		}
+		all = append(all, stun.Fingerprint)
+		req, err := stun.Build(all...)
+		if err != nil {
+			return nil, err
+		}
+		res, err := r.exchange(req)
+		if err != nil {
+			return nil, err
+		}
+		if res.Type.Class != stun.ClassErrorResponse {
+			return res, nil
+		}
+		var code stun.ErrorCodeAttribute
+		_ = code.GetFrom(res)
+		if code.Code == stun.CodeUnauthorized || code.Code == stun.CodeStaleNonce {
+			var n stun.Nonce
+			if n.GetFrom(res) == nil && (r.nonce == nil || code.Code == stun.CodeStaleNonce) {
+				r.nonce = n
+				continue
+			}
+		}
+		return res, &stunError{int(code.Code)}
+	}
+	return nil, errors.New("too many retries")
+}
+
+func (r *rawClient) exchange(req *stun.Message) (*stun.Message, error) {
+	if _, err := r.conn.WriteTo(req.Raw, r.server); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1600)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		_ = r.conn.SetReadDeadline(deadline)
+		n, _, err := r.conn.ReadFrom(buf)
+		if err != nil {
+			return nil, err
+		}
+		res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if res.Decode() != nil || res.TransactionID != req.TransactionID {
+			continue
+		}
+		return res, nil
+	}
+}
+
+var requestedUDP = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
+
+func lifetime(d time.Duration) stun.RawAttribute {
+	v := make([]byte, 4)
+	binary.BigEndian.PutUint32(v, uint32(d/time.Second))
+	return stun.RawAttribute{Type: stun.AttrLifetime, Value: v}
+}
+
+type peerAddr struct {
+	ip   net.IP
+	port int
+}
+
+func (p peerAddr) AddTo(m *stun.Message) error {
+	return stun.XORMappedAddress{IP: p.ip, Port: p.port}.AddToAs(m, stun.AttrXORPeerAddress)
+}
+
+func (r *rawClient) allocate() (*net.UDPAddr, error) {
+	res, err := r.request(stun.MethodAllocate, requestedUDP)
+	if err != nil {
+		return nil, err
+	}
+	var relayed stun.XORMappedAddress
+	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		return nil, err
+	}
+	return &net.UDPAddr{IP: relayed.IP, Port: relayed.Port}, nil
+}
+
+func (r *rawClient) refresh(d time.Duration) error {
+	_, err := r.request(stun.MethodRefresh, lifetime(d))
+	return err
+}
+
+func (r *rawClient) permit(ip net.IP) error {
+	_, err := r.request(stun.MethodCreatePermission, peerAddr{ip, 9})
+	return err
+}
+
+// clock is a settable clock for the relay under test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func startRelayClock(t *testing.T, cfg config.Config, clk *clock) *testRelay {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s, err := New(Options{Config: cfg, Log: zaptest.NewLogger(t), Registerer: reg, Now: clk.Now})
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return &testRelay{Server: s, reg: reg}
+}
+
+func isIPv4(a net.Addr) bool {
+	ap := addrPort(a)
+	return ap.Addr().Unmap().Is4()
+}

@@ -1,0 +1,148 @@
+package relay
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v4"
+)
+
+// With several TURN REST secrets the relay must hand pion the one key that
+// the client's MESSAGE-INTEGRITY was made with, but pion's AuthHandler sees
+// only the username. So the listener sockets keep a copy of each signed
+// request as it is read (pion handles it on the same goroutine right after),
+// and the AuthHandler tries every secret's key against that copy. Only
+// signed requests are copied, and only while more than one secret is
+// configured: media (ChannelData, Send indications) is never touched.
+
+// maxSignedPending bounds the copies kept for requests pion refused before
+// asking for a key (a stale nonce, say).
+const maxSignedPending = 4096
+
+// stunMagicCookie is RFC 8489's fixed header value.
+const stunMagicCookie = 0x2112A442
+
+type signedRequests struct {
+	mu sync.Mutex
+	m  map[string][]byte // srcKey + "\x00" + username -> raw message
+}
+
+// isSignedRequest is a cheap look at a datagram: a STUN request (not an
+// indication or response) long enough to carry attributes.
+func isSignedRequest(b []byte) bool {
+	if len(b) < 20+24 || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return false
+	}
+	t := binary.BigEndian.Uint16(b[0:2])
+	return t&0x0110 == 0 // class bits C1 C0 = 00: request
+}
+
+// observe copies a signed request from src so the AuthHandler can find it.
+func (r *signedRequests) observe(src string, b []byte) {
+	if !isSignedRequest(b) {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || !m.Contains(stun.AttrMessageIntegrity) {
+		return
+	}
+	var u stun.Username
+	if u.GetFrom(m) != nil {
+		return
+	}
+	r.mu.Lock()
+	if r.m == nil || len(r.m) >= maxSignedPending {
+		r.m = map[string][]byte{}
+	}
+	r.m[src+"\x00"+string(u)] = m.Raw
+	r.mu.Unlock()
+}
+
+func (r *signedRequests) take(src, username string) *stun.Message {
+	k := src + "\x00" + username
+	r.mu.Lock()
+	raw, ok := r.m[k]
+	delete(r.m, k)
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	m := &stun.Message{Raw: raw}
+	if m.Decode() != nil {
+		return nil
+	}
+	return m
+}
+
+// selectKey returns the long-term key, among one per candidate password,
+// that verifies msg; with no message or no match it returns the first, and
+// pion's own integrity check then refuses the request.
+func selectKey(username, realm string, passwords []string, msg *stun.Message) []byte {
+	first := turn.GenerateAuthKey(username, realm, passwords[0])
+	if len(passwords) == 1 || msg == nil {
+		return first
+	}
+	for i, pw := range passwords {
+		key := first
+		if i > 0 {
+			key = turn.GenerateAuthKey(username, realm, pw)
+		}
+		if stun.MessageIntegrity(key).Check(msg) == nil {
+			return key
+		}
+	}
+	return first
+}
+
+// streamTap follows STUN/ChannelData framing on a TCP byte stream (the same
+// framing pion's STUNConn applies) and hands complete signed STUN requests to
+// onFrame. ChannelData frames are skipped without copying.
+type streamTap struct {
+	hdr     [4]byte
+	hn      int    // header bytes held
+	skip    int    // bytes of the current frame still to pass over
+	frame   []byte // the STUN frame being collected, when it may be signed
+	want    int    // its total length
+	onFrame func([]byte)
+}
+
+func (t *streamTap) feed(p []byte) {
+	for len(p) > 0 {
+		switch {
+		case t.skip > 0:
+			n := min(t.skip, len(p))
+			t.skip -= n
+			p = p[n:]
+		case t.frame != nil:
+			n := min(t.want-len(t.frame), len(p))
+			t.frame = append(t.frame, p[:n]...)
+			p = p[n:]
+			if len(t.frame) == t.want {
+				t.onFrame(t.frame)
+				t.frame = nil
+			}
+		default:
+			n := min(4-t.hn, len(p))
+			copy(t.hdr[t.hn:], p[:n])
+			t.hn += n
+			p = p[n:]
+			if t.hn < 4 {
+				return
+			}
+			t.hn = 0
+			length := int(binary.BigEndian.Uint16(t.hdr[2:4]))
+			if t.hdr[0]&0xC0 == 0 { // STUN: 20-byte header + length
+				t.want = 20 + length
+				if t.hdr[1]&0x10 == 0 && t.hdr[0]&0x01 == 0 && t.want <= 1600 { // a request
+					t.frame = append(make([]byte, 0, t.want), t.hdr[:]...)
+				} else {
+					t.skip = t.want - 4
+				}
+				continue
+			}
+			// ChannelData, padded to 4 bytes over streams.
+			t.skip = (length + 3) &^ 3
+		}
+	}
+}

@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// listenerSocketBuffer is asked for on the shared listener sockets, so a
+	// burst of media does not overflow the default ~200 KB buffer.
+	listenerSocketBuffer = 4 << 20
+	// unauthenticatedTimeout closes a TCP/TLS connection that has not made an
+	// allocation, so idle connections cannot pile up.
+	unauthenticatedTimeout = 30 * time.Second
+	// idleTimeout closes a connection whose allocation has gone quiet for
+	// longer than the longest TURN lifetime.
+	idleTimeout = 11 * time.Minute
+	// sniffTimeout bounds the wait for a TLS client's first byte and handshake.
+	sniffTimeout = 10 * time.Second
+)
+
+// network picks "udp4"/"udp6" (or tcp) from the host, so 0.0.0.0:3478 and
+// [::]:3478 can both be bound.
+func network(base, addr string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	ip := net.ParseIP(host)
+	if host != "" && ip == nil {
+		return "", fmt.Errorf("host %q is not an IP address", host)
+	}
+	if ip != nil && ip.To4() == nil {
+		return base + "6", nil
+	}
+	return base + "4", nil
+}
+
+// listenUDP binds n SO_REUSEPORT sockets on addr, so the kernel spreads
+// clients over n reader goroutines (pion's simple-multithreaded example).
+// With port 0 the first socket picks the port and the rest join it.
+func listenUDP(addr string, n int) ([]*net.UDPConn, error) {
+	nw, err := network("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	var conns []*net.UDPConn
+	fail := func(err error) ([]*net.UDPConn, error) {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	bind := addr
+	for i := 0; i < n; i++ {
+		pc, err := lc.ListenPacket(context.Background(), nw, bind)
+		if err != nil {
+			return fail(err)
+		}
+		c := pc.(*net.UDPConn)
+		_ = c.SetReadBuffer(listenerSocketBuffer)
+		_ = c.SetWriteBuffer(listenerSocketBuffer)
+		conns = append(conns, c)
+		bind = c.LocalAddr().String()
+	}
+	return conns, nil
+}
+
+// listenTCP binds a TCP listener.
+func listenTCP(addr string) (net.Listener, error) {
+	nw, err := network("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen(nw, addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// udpListener decorates a listener socket: while several secrets are
+// configured it keeps a copy of each signed request for the AuthHandler.
+type udpListener struct {
+	*net.UDPConn
+	s *Server
+}
+
+func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := u.UDPConn.ReadFrom(p)
+	if err == nil && u.s.multiSecret.Load() {
+		u.s.signed.observe(srcKey(addr), p[:n])
+	}
+	return n, addr, err
+}
+
+// streamListener hands pion TCP (or sniffed TLS) connections wrapped in a
+// streamConn. With a TLS config it tells TLS from plain TURN by the first
+// byte (0x16 starts a TLS handshake; STUN and ChannelData never do), as
+// coturn does, so one port serves both turn: and turns: URIs. The sniff and
+// handshake run off the accept loop so a slow client holds up no one.
+type streamListener struct {
+	net.Listener
+	s      *Server
+	tlsCfg *tls.Config
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+}
+
+func newStreamListener(s *Server, l net.Listener, tlsCfg *tls.Config) *streamListener {
+	sl := &streamListener{Listener: l, s: s, tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{})}
+	sl.wg.Add(1)
+	go sl.acceptLoop()
+	return sl
+}
+
+func (sl *streamListener) acceptLoop() {
+	defer sl.wg.Done()
+	for {
+		c, err := sl.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			sl.once.Do(func() { close(sl.done) })
+			return
+		}
+		sl.wg.Add(1)
+		go func() {
+			defer sl.wg.Done()
+			sl.prepare(c)
+		}()
+	}
+}
+
+func (sl *streamListener) prepare(c net.Conn) {
+	var conn net.Conn = c
+	if sl.tlsCfg != nil {
+		_ = c.SetDeadline(time.Now().Add(sniffTimeout))
+		br := bufio.NewReaderSize(c, 1600)
+		first, err := br.Peek(1)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		conn = &peekedConn{Conn: c, r: br}
+		if first[0] == 0x16 {
+			tc := tls.Server(conn, sl.tlsCfg)
+			if err := tc.Handshake(); err != nil {
+				sl.s.metrics.tlsHandshakeFailed.Inc()
+				if ce := sl.s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
+					ce.Write(zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
+				}
+				_ = c.Close()
+				return
+			}
+			conn = tc
+		}
+		_ = c.SetDeadline(time.Time{})
+	}
+	sc := &streamConn{Conn: conn, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now()}
+	sc.tap.onFrame = func(b []byte) {
+		if sl.s.multiSecret.Load() {
+			sl.s.signed.observe(sc.key, b)
+		}
+	}
+	select {
+	case sl.conns <- sc:
+	case <-sl.done:
+		_ = c.Close()
+	}
+}
+
+// Accept returns the next prepared connection.
+func (sl *streamListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-sl.conns:
+		return c, nil
+	case <-sl.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and waits for connections being prepared.
+func (sl *streamListener) Close() error {
+	err := sl.Listener.Close()
+	sl.once.Do(func() { close(sl.done) })
+	sl.wg.Wait()
+	return err
+}
+
+// peekedConn replays the bytes the sniffer peeked.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// streamConn is a client's TCP or TLS connection as pion reads it: it keeps
+// the signed-request tap on the stream and closes connections that never
+// allocate or go idle.
+type streamConn struct {
+	net.Conn
+	s        *Server
+	key      string
+	accepted time.Time
+	tap      streamTap
+}
+
+func (c *streamConn) Read(b []byte) (int, error) {
+	deadline := c.accepted.Add(unauthenticatedTimeout)
+	if c.s.allocs.has(c.key) {
+		deadline = time.Now().Add(idleTimeout)
+	}
+	_ = c.Conn.SetReadDeadline(deadline)
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.tap.feed(b[:n])
+	}
+	return n, err
+}

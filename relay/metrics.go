@@ -1,0 +1,103 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Auth results, used as the "result" label; pre-created so dashboards show zeros.
+const (
+	AuthOK            = "ok"
+	AuthBadPassword   = "bad_password"
+	AuthExpired       = "expired"
+	AuthTooFarFuture  = "too_far_future"
+	AuthMalformed     = "malformed"
+	AuthUnknownUser   = "unknown_user"
+	AuthOwnerMismatch = "owner_mismatch"
+	AuthWrongRealm    = "wrong_realm"
+)
+
+var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFuture, AuthMalformed,
+	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm}
+
+// metrics are the relay's Prometheus series. No username is ever a label.
+type metrics struct {
+	allocationsActive  prometheus.Gauge
+	allocationsCreated *prometheus.CounterVec // transport
+	permissionsActive  prometheus.Gauge
+	channelsActive     prometheus.Gauge
+	auth               *prometheus.CounterVec // result
+	peerDenied         *prometheus.CounterVec // reason
+	quotaRejected      *prometheus.CounterVec // kind
+	bytes              *prometheus.CounterVec // direction
+	packets            *prometheus.CounterVec // direction
+	bandwidthDropped   *prometheus.CounterVec // direction
+	expiredTornDown    prometheus.Counter
+	tlsHandshakeFailed prometheus.Counter
+
+	// Hot-path children resolved once.
+	bytesToPeer, bytesFromPeer     prometheus.Counter
+	packetsToPeer, packetsFromPeer prometheus.Counter
+	droppedToPeer, droppedFromPeer prometheus.Counter
+	selfDenied                     prometheus.Counter
+}
+
+const (
+	dirToPeer   = "to_peer"
+	dirFromPeer = "from_peer"
+)
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		allocationsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "traverse_relay_allocations_active", Help: "Live TURN allocations."}),
+		allocationsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_allocations_created_total", Help: "TURN allocations created, by client transport."},
+			[]string{"transport"}),
+		permissionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "traverse_relay_permissions_active", Help: "Live TURN permissions."}),
+		channelsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "traverse_relay_channels_active", Help: "Live TURN channel bindings."}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_auth_total", Help: "TURN authentication attempts, by result."},
+			[]string{"result"}),
+		peerDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_peer_denied_total", Help: "Permissions or datagrams refused by the peer policy, by reason."},
+			[]string{"reason"}),
+		quotaRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_quota_rejections_total", Help: "Allocations refused with 486, by quota."},
+			[]string{"quota"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_bytes_total", Help: "Payload bytes relayed, by direction."},
+			[]string{"direction"}),
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_packets_total", Help: "Datagrams relayed, by direction."},
+			[]string{"direction"}),
+		bandwidthDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_bandwidth_dropped_packets_total", Help: "Datagrams dropped by the per-allocation bandwidth cap."},
+			[]string{"direction"}),
+		expiredTornDown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_expired_allocations_closed_total", Help: "Allocations closed because their credential expired (auth.strict_expiry)."}),
+		tlsHandshakeFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
+	}
+	for _, r := range authResults {
+		m.auth.WithLabelValues(r)
+	}
+	for _, r := range []string{DenyBuiltin, DenyConfig, DenySelf} {
+		m.peerDenied.WithLabelValues(r)
+	}
+	for _, q := range []string{"per_user", "total", "draining"} {
+		m.quotaRejected.WithLabelValues(q)
+	}
+	for _, t := range []string{"udp", "tcp", "tls"} {
+		m.allocationsCreated.WithLabelValues(t)
+	}
+	m.bytesToPeer, m.bytesFromPeer = m.bytes.WithLabelValues(dirToPeer), m.bytes.WithLabelValues(dirFromPeer)
+	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
+	m.droppedToPeer, m.droppedFromPeer = m.bandwidthDropped.WithLabelValues(dirToPeer), m.bandwidthDropped.WithLabelValues(dirFromPeer)
+	m.selfDenied = m.peerDenied.WithLabelValues(DenySelf)
+	if reg != nil {
+		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
+			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
+			m.expiredTornDown, m.tlsHandshakeFailed)
+	}
+	return m
+}
