@@ -477,6 +477,28 @@ func FuzzVerifyAccessToken(f *testing.F) {
 	})
 }
 
+// FuzzVerifyAccessTokenSigned fuzzes header and payload JSON under a valid
+// signature, so the claim and grant parsers behind the HMAC are reached.
+func FuzzVerifyAccessTokenSigned(f *testing.F) {
+	for _, v := range loadVectors(f) {
+		if v.Inputs.Kind == "access" {
+			f.Add(v.Header, v.Payload)
+		}
+	}
+	f.Add(`{"alg":"HS256","typ":"JWT","cty":"twilio-fpa;v=1"}`, `{"iss":"`+testKey+`","sub":"`+testAccount+`","exp":1700000600,"grants":{"nts":{"ttl":60},"voice":{"outgoing":{"params":{"a":[1]}}}}}`)
+	now := time.Unix(1700000000, 0)
+	sign := hmacWith(jwt.SigningMethodHS256, testSecret)
+	f.Fuzz(func(t *testing.T, header, payload string) {
+		c, err := VerifyAccessToken(forge(header, payload, sign), testKeys.lookup, now)
+		if (c == nil) == (err == nil) || (err != nil && CodeOf(err) == 0) {
+			t.Fatalf("claims %v and error %v", c, err)
+		}
+		if c != nil && (c.KeySid != testKey || c.AccountSid != testAccount || c.ExpiresAt.Sub(now) > MaxTokenLifetime+TokenClockSkew) {
+			t.Fatalf("accepted %+v", c)
+		}
+	})
+}
+
 func BenchmarkAccessTokenSign(b *testing.B) {
 	b.ReportAllocs()
 	at := allGrantsToken()
