@@ -29,7 +29,7 @@ var (
 	nat64    = netip.MustParsePrefix("64:ff9b::/96")
 	sixTo4   = netip.MustParsePrefix("2002::/16")
 	v4Compat = netip.MustParsePrefix("::/96")
-	v4Trans  = netip.MustParsePrefix("::ffff:0:0/96") // IPv4-translated, RFC 2765
+	v4Trans  = netip.MustParsePrefix("::ffff:0:0:0/96") // IPv4-translated, RFC 2765
 )
 
 func mustPrefixes(ss ...string) []netip.Prefix {

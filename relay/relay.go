@@ -122,7 +122,7 @@ func New(opts Options) (_ *Server, err error) {
 		}
 	}()
 
-	pub, err := publicIP(cfg.Relay)
+	pub, err := PublicIP(cfg.Relay)
 	if err != nil {
 		return nil, err
 	}
@@ -397,9 +397,9 @@ func (s *Server) expiryLoop() {
 	}
 }
 
-// publicIP picks the advertised relay address: relay.public_ip, else a
+// PublicIP picks the advertised relay address: relay.public_ip, else a
 // specific bind_ip, else the host's first global unicast IPv4, else loopback.
-func publicIP(r config.Relay) (netip.Addr, error) {
+func PublicIP(r config.Relay) (netip.Addr, error) {
 	if r.PublicIP != "" {
 		return netip.ParseAddr(r.PublicIP)
 	}
