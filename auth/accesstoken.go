@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // AccessToken is a Twilio Access Token to mint: a JWT signed with an API
 // key's secret, header {alg HS256, typ JWT, cty twilio-fpa;v=1[, twr]}.
 // Sign writes header and claims in twilio-node's key order, so a token minted
-// from the same inputs at the same second is byte-identical to twilio-node's.
+// from the same inputs at the same second is byte-identical to twilio-node's
+// (except for strings holding U+2028 or U+2029, which Go's JSON escapes and
+// JSON.stringify does not; verifiers check the bytes, so both are valid).
 type AccessToken struct {
 	// AccountSid (AC…) becomes "sub".
 	AccountSid string
@@ -73,6 +76,9 @@ func (t AccessToken) Sign(secret []byte, now time.Time) (string, error) {
 		if nbf >= exp {
 			return "", tokenErr(CodeTokenNotYetValid, "not-before is at or after expiry")
 		}
+	}
+	if !utf8.ValidString(t.Identity) {
+		return "", tokenErr(CodeTokenGrants, "identity is not UTF-8")
 	}
 	if err := t.Grants.check(t.Identity); err != nil {
 		return "", err

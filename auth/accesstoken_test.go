@@ -272,6 +272,7 @@ func TestAccessTokenSignRefuses(t *testing.T) {
 		{"player not json", func(a *AccessToken) { a.Grants.Player = json.RawMessage(`{`) }, testSecret, CodeTokenGrants},
 		{"nts ttl fraction", func(a *AccessToken) { a.Grants.NTS = &NTSGrant{TTL: time.Millisecond} }, testSecret, CodeTokenGrants},
 		{"nbf after exp", func(a *AccessToken) { a.NotBefore = now.Add(2 * time.Hour) }, testSecret, CodeTokenNotYetValid},
+		{"identity not UTF-8", func(a *AccessToken) { a.Identity = "\xff" }, testSecret, CodeTokenGrants},
 		{"bad region", func(a *AccessToken) { a.Region = "IE 1" }, testSecret, CodeTokenHeader},
 	}
 	for _, tc := range cases {
