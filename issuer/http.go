@@ -1,0 +1,344 @@
+package issuer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// MaxBodyBytes is the largest request body accepted; a larger one gets 413.
+const MaxBodyBytes = 64 << 10
+
+// Twilio error codes the issuer answers with. Twilio documents no code for a
+// bad parameter of the Tokens resource; traverse uses 20001 for every 400
+// (bad Ttl, FriendlyName, Page, PageSize, or a body that is not valid form
+// encoding) and 20413 for a body over MaxBodyBytes. Keep them stable: clients
+// may switch on them.
+const (
+	CodeInvalidParameter = 20001
+	CodeAuthenticate     = 20003
+	CodeMethodNotAllowed = 20004
+	CodeAccountNotActive = 20005
+	CodeForbidden        = 20006
+	CodeNotFound         = 20404
+	CodeBodyTooLarge     = 20413
+	CodeTooManyRequests  = 20429
+	CodeInternal         = 20500
+)
+
+// apiError is Twilio's error JSON. No "type" or "title": twilio-node would
+// take such a body for RFC 9457 and throw another exception class.
+type apiError struct {
+	Code     int    `json:"code"`
+	Message  string `json:"message"`
+	MoreInfo string `json:"more_info"`
+	Status   int    `json:"status"`
+}
+
+// Errors of the HTTP layer itself.
+var (
+	errBodyTooLarge   = errors.New("request body too large")
+	errMalformedBody  = errors.New("malformed form encoding")
+	errMethodNotAllow = errors.New("method not allowed")
+)
+
+// NewHTTPServer returns an *http.Server for the issuer's handler with the
+// timeouts it needs against slow clients: 5s to read the headers, 10s for the
+// whole request and for the answer, 60s idle, 16 KiB of headers. The caller
+// sets TLSConfig when serving HTTPS.
+func NewHTTPServer(addr string, h http.Handler, log *zap.Logger) *http.Server {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	stdLog, _ := zap.NewStdLogAt(log.Named("http"), zap.DebugLevel)
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          stdLog,
+	}
+}
+
+// Handler serves Twilio's REST routes:
+//
+//	POST   /2010-04-01/Accounts/{AccountSid}/Tokens[.json]        mint a token (Ttl)
+//	POST   /2010-04-01/Accounts/{AccountSid}/Keys[.json]          create an API key (FriendlyName)
+//	GET    /2010-04-01/Accounts/{AccountSid}/Keys[.json]          list API keys (Page, PageSize)
+//	GET    /2010-04-01/Accounts/{AccountSid}/Keys/{KeySid}[.json] fetch an API key
+//	DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{KeySid}[.json] delete an API key (204)
+//	POST   /2010-04-01/Accounts[.json]                            create a subaccount (FriendlyName)
+//
+// All authenticate with HTTP Basic (AccountSid:AuthToken or KeySid:KeySecret)
+// and answer errors in Twilio's JSON. Anything else is 404.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(route string, fn func(http.ResponseWriter, *http.Request) error, methods string, paths ...string) {
+		h := s.route(route, methods, fn)
+		for _, p := range paths {
+			mux.Handle(p, h)
+		}
+	}
+	const acct = "/2010-04-01/Accounts/{AccountSid}"
+	handle("tokens", s.serveTokens, "POST", acct+"/Tokens.json", acct+"/Tokens")
+	handle("keys", s.serveKeys, "GET, POST", acct+"/Keys.json", acct+"/Keys")
+	handle("key", s.serveKey, "GET, DELETE", acct+"/Keys/{KeySid}")
+	handle("accounts", s.serveAccounts, "POST", "/2010-04-01/Accounts.json", "/2010-04-01/Accounts")
+	handle("other", func(http.ResponseWriter, *http.Request) error { return ErrNotFound }, "", "/")
+	return mux
+}
+
+// route wraps a handler: body limit, method check (methods "" allows any),
+// error answers, request metrics.
+func (s *Service) route(name, methods string, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	allowed := strings.Split(methods, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Given the server's own writer, MaxBytesReader also closes the
+		// connection after a too-large body.
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		sw := &statusWriter{ResponseWriter: w}
+		var err error
+		if methods != "" && !contains(allowed, r.Method) {
+			w.Header().Set("Allow", methods)
+			err = errMethodNotAllow
+		} else {
+			err = fn(sw, r)
+		}
+		if err != nil {
+			s.writeError(sw, r, err)
+		}
+		s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter records the status code for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// authorize authenticates the request (Basic auth, rate-limited per client
+// on failures) and returns the account named by {AccountSid} that the caller
+// may act on.
+func (s *Service) authorize(r *http.Request) (Principal, error) {
+	ip := clientIP(r)
+	now := s.now()
+	if s.fails.blocked(ip, now) {
+		s.metrics.authFailures.WithLabelValues(reasonRateLimited).Inc()
+		return Principal{}, ErrRateLimited
+	}
+	user, pass, _ := r.BasicAuth()
+	p, err := s.Authenticate(r.Context(), user, pass)
+	if err != nil {
+		if errors.Is(err, ErrUnauthenticated) {
+			s.fails.fail(ip, now)
+		}
+		return Principal{}, err
+	}
+	if sid := r.PathValue("AccountSid"); sid != "" {
+		a, err := s.Authorize(r.Context(), p, sid)
+		if err != nil {
+			return Principal{}, err
+		}
+		// The principal now acts on the account in the path.
+		p.Account = a
+	}
+	return p, nil
+}
+
+// parseForm reads the form-encoded body (route has limited it to MaxBodyBytes).
+func parseForm(r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errBodyTooLarge
+		}
+		return errMalformedBody
+	}
+	return nil
+}
+
+func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.authorize(r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	ttl, err := ParseTTL(r.PostForm.Get("Ttl"))
+	if err != nil {
+		return err
+	}
+	tok, err := s.issue(p.Account.Sid, ttl)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, tok.Resource())
+}
+
+func (s *Service) serveKeys(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.authorize(r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	if r.Method == http.MethodPost {
+		k, err := s.CreateKey(r.Context(), p.Account.Sid, r.PostForm.Get("FriendlyName"))
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusCreated, NewKeyResource(k, true))
+	}
+	page, size, err := ParsePaging(r.Form.Get("Page"), r.Form.Get("PageSize"))
+	if err != nil {
+		return err
+	}
+	keys, err := s.Keys(r.Context(), p.Account.Sid)
+	if err != nil {
+		return err
+	}
+	path := "/2010-04-01/Accounts/" + p.Account.Sid + "/Keys.json"
+	return writeJSON(w, http.StatusOK, NewKeyList(keys, path, page, size))
+}
+
+func (s *Service) serveKey(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.authorize(r)
+	if err != nil {
+		return err
+	}
+	keySid := strings.TrimSuffix(r.PathValue("KeySid"), ".json")
+	if r.Method == http.MethodDelete {
+		if err := s.DeleteKey(r.Context(), p.Account.Sid, keySid); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	k, err := s.Key(r.Context(), p.Account.Sid, keySid)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, NewKeyResource(k, false))
+}
+
+func (s *Service) serveAccounts(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.authorize(r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(r); err != nil {
+		return err
+	}
+	a, err := s.CreateAccount(r.Context(), r.PostForm.Get("FriendlyName"), p.Account.Sid)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, NewAccountResource(a, true))
+}
+
+// writeJSON answers v as JSON, "&" unescaped in URIs as Twilio writes them.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+	return nil
+}
+
+// writeError is the one place an error becomes an answer: Twilio's error JSON
+// with the matching status. Unknown errors are logged and answered 500
+// without detail.
+func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		status int
+		code   int
+		msg    string
+		pe     *ParamError
+	)
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		status, code, msg = http.StatusUnauthorized, CodeAuthenticate, "Authenticate"
+		w.Header().Set("WWW-Authenticate", `Basic realm="traverse"`)
+	case errors.Is(err, ErrNotFound):
+		status, code, msg = http.StatusNotFound, CodeNotFound, "The requested resource "+r.URL.Path+" was not found"
+	case errors.As(err, &pe):
+		status, code, msg = http.StatusBadRequest, CodeInvalidParameter, pe.Message
+	case errors.Is(err, errMalformedBody):
+		status, code, msg = http.StatusBadRequest, CodeInvalidParameter, "Malformed request body: expected application/x-www-form-urlencoded"
+	case errors.Is(err, errBodyTooLarge):
+		status, code, msg = http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "Request body larger than 65536 bytes"
+	case errors.Is(err, errMethodNotAllow):
+		status, code, msg = http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed"
+	case errors.Is(err, ErrRateLimited):
+		status, code, msg = http.StatusTooManyRequests, CodeTooManyRequests, "Too Many Requests"
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, ErrAccountNotActive):
+		status, code, msg = http.StatusForbidden, CodeAccountNotActive, "Account is not active"
+	case errors.Is(err, ErrForbidden):
+		status, code, msg = http.StatusForbidden, CodeForbidden, "Access Denied"
+	default:
+		status, code, msg = http.StatusInternalServerError, CodeInternal, "Internal Server Error"
+		s.log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	}
+	if status < 500 {
+		s.log.Debug("request refused", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Int("status", status))
+	}
+	writeJSON(w, status, apiError{
+		Code:     code,
+		Message:  msg,
+		MoreInfo: "https://www.twilio.com/docs/errors/" + strconv.Itoa(code),
+		Status:   status,
+	})
+}
+
+// clientIP is the address the request came from. X-Forwarded-For is not
+// trusted: behind a proxy every client shares the proxy's failure budget.
+func clientIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
