@@ -179,7 +179,8 @@ func (s *Service) authorize(r *http.Request) (Principal, error) {
 	return p, nil
 }
 
-// parseForm reads the form-encoded body (route has limited it to MaxBodyBytes).
+// parseForm reads the form-encoded body (route has limited it to MaxBodyBytes)
+// and the query into r.Form; body values come first.
 func parseForm(r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
@@ -199,7 +200,7 @@ func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	if err := parseForm(r); err != nil {
 		return err
 	}
-	ttl, err := ParseTTL(r.PostForm.Get("Ttl"))
+	ttl, err := ParseTTL(r.Form.Get("Ttl"))
 	if err != nil {
 		return err
 	}
@@ -219,7 +220,7 @@ func (s *Service) serveKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if r.Method == http.MethodPost {
-		k, err := s.CreateKey(r.Context(), p.Account.Sid, r.PostForm.Get("FriendlyName"))
+		k, err := s.CreateKey(r.Context(), p.Account.Sid, r.Form.Get("FriendlyName"))
 		if err != nil {
 			return err
 		}
@@ -265,7 +266,7 @@ func (s *Service) serveAccounts(w http.ResponseWriter, r *http.Request) error {
 	if err := parseForm(r); err != nil {
 		return err
 	}
-	a, err := s.CreateAccount(r.Context(), r.PostForm.Get("FriendlyName"), p.Account.Sid)
+	a, err := s.CreateAccount(r.Context(), r.Form.Get("FriendlyName"), p.Account.Sid)
 	if err != nil {
 		return err
 	}
@@ -306,7 +307,7 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.As(err, &pe):
 		status, code, msg = http.StatusBadRequest, CodeInvalidParameter, pe.Message
 	case errors.Is(err, errMalformedBody):
-		status, code, msg = http.StatusBadRequest, CodeInvalidParameter, "Malformed request body: expected application/x-www-form-urlencoded"
+		status, code, msg = http.StatusBadRequest, CodeInvalidParameter, "Malformed request: the body or query is not valid application/x-www-form-urlencoded"
 	case errors.Is(err, errBodyTooLarge):
 		status, code, msg = http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "Request body larger than 65536 bytes"
 	case errors.Is(err, errMethodNotAllow):

@@ -279,7 +279,7 @@ func ParseTTL(v string) (time.Duration, error) {
 		return DefaultTTL, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < int64(MinTTL/time.Second) || n > int64(MaxTTL/time.Second) {
+	if err != nil || !allDigits(v) || n < int64(MinTTL/time.Second) || n > int64(MaxTTL/time.Second) {
 		if len(v) > 32 {
 			v = v[:32] + "…"
 		}
@@ -288,6 +288,15 @@ func ParseTTL(v string) (time.Duration, error) {
 			MinTTL/time.Second, MaxTTL/time.Second, v)}
 	}
 	return time.Duration(n) * time.Second, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // CreateToken mints a token for accountSid, which must exist and be active.
