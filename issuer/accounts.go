@@ -71,12 +71,12 @@ func (s *Service) EnsurePrimaryAccount(ctx context.Context) (a store.Account, cr
 // the account: its SID and auth token and a curl line that mints a token from
 // the issuer at baseURL (such as "http://127.0.0.1:8080").
 func FirstStartMessage(a store.Account, baseURL string) string {
-	return fmt.Sprintf(`Created the primary account (shown once; "traverse accounts show --show-token" recovers it):
+	return fmt.Sprintf(`Created the primary account (shown once; "traverse accounts show %s --show-token" shows it again):
   Account SID: %s
   Auth token:  %s
 Mint a TURN credential:
   curl -X POST -u %s:%s %s/2010-04-01/Accounts/%s/Tokens.json
-`, a.Sid, a.AuthToken, a.Sid, a.AuthToken, baseURL, a.Sid)
+`, a.Sid, a.Sid, a.AuthToken, a.Sid, a.AuthToken, baseURL, a.Sid)
 }
 
 // CreateAccount creates an active account; with parentSid set it is a

@@ -22,6 +22,10 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	key, err := f.svc.CreateKey(t.Context(), a.Sid, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
 	good := request{method: "POST", path: tokensPath(a.Sid), user: a.Sid, pass: a.AuthToken}
 	with := func(change func(*request)) request { q := good; change(&q); return q }
 	cases := []struct {
@@ -51,6 +55,10 @@ func TestBadInput(t *testing.T) {
 		{"DELETE on the list", with(func(q *request) { q.method = "DELETE" }), 405, 20004, ""},
 		{"FriendlyName too long", request{method: "POST", path: keysPath(a.Sid), user: a.Sid, pass: a.AuthToken,
 			form: "FriendlyName=" + strings.Repeat("x", 65)}, 400, 20001, ""},
+		{"API key on Keys", request{method: "GET", path: keysPath(a.Sid), user: key.Sid, pass: key.Secret}, 403, 20006, "error_403"},
+		{"API key creating a key", request{method: "POST", path: keysPath(a.Sid), user: key.Sid, pass: key.Secret}, 403, 20006, ""},
+		{"API key creating a subaccount", request{method: "POST", path: "/2010-04-01/Accounts.json", user: key.Sid, pass: key.Secret}, 403, 20006, ""},
+		{"API key of another account", with(func(q *request) { q.path = tokensPath(other.Sid); q.user, q.pass = key.Sid, key.Secret }), 404, 20404, ""},
 		{"key of another account", request{method: "GET", path: "/2010-04-01/Accounts/" + a.Sid + "/Keys/SK00000000000000000000000000000000.json",
 			user: a.Sid, pass: a.AuthToken}, 404, 20404, ""},
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -79,8 +80,10 @@ func NewHTTPServer(addr string, h http.Handler, log *zap.Logger) *http.Server {
 //	DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{KeySid}[.json] delete an API key (204)
 //	POST   /2010-04-01/Accounts[.json]                            create a subaccount (FriendlyName)
 //
-// All authenticate with HTTP Basic (AccountSid:AuthToken or KeySid:KeySecret)
-// and answer errors in Twilio's JSON. Anything else is 404.
+// All authenticate with HTTP Basic: AccountSid:AuthToken, or KeySid:KeySecret
+// on Tokens only (403 elsewhere, as Twilio's standard keys). An account's
+// auth token also acts on its subaccounts. Errors are Twilio's JSON; any
+// other path is 404.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(route string, fn func(http.ResponseWriter, *http.Request) error, methods string, paths ...string) {
@@ -179,6 +182,15 @@ func (s *Service) authorize(r *http.Request) (Principal, error) {
 	return p, nil
 }
 
+// requireAuthToken refuses API keys where Twilio refuses standard keys: on
+// the Keys and Accounts resources, so a leaked key cannot mint more keys.
+func requireAuthToken(p Principal) error {
+	if p.KeySid != "" {
+		return fmt.Errorf("%w: API keys cannot manage keys or accounts; use the auth token", ErrForbidden)
+	}
+	return nil
+}
+
 // parseForm reads the form-encoded body (route has limited it to MaxBodyBytes)
 // and the query into r.Form; body values come first.
 func parseForm(r *http.Request) error {
@@ -216,6 +228,9 @@ func (s *Service) serveKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := requireAuthToken(p); err != nil {
+		return err
+	}
 	if err := parseForm(r); err != nil {
 		return err
 	}
@@ -243,6 +258,9 @@ func (s *Service) serveKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := requireAuthToken(p); err != nil {
+		return err
+	}
 	keySid := strings.TrimSuffix(r.PathValue("KeySid"), ".json")
 	if r.Method == http.MethodDelete {
 		if err := s.DeleteKey(r.Context(), p.Account.Sid, keySid); err != nil {
@@ -261,6 +279,9 @@ func (s *Service) serveKey(w http.ResponseWriter, r *http.Request) error {
 func (s *Service) serveAccounts(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.authorize(r)
 	if err != nil {
+		return err
+	}
+	if err := requireAuthToken(p); err != nil {
 		return err
 	}
 	if err := parseForm(r); err != nil {
