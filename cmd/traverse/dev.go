@@ -1,0 +1,82 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/server"
+)
+
+// applyDev turns the embedded defaults into something that runs on a laptop
+// or a fresh VM with no preparation: a random secret kept in data_dir (never
+// a built-in one), a self-signed certificate, loopback peers allowed, and
+// TLS ports below 1024 dropped when not root. Each change is announced.
+func applyDev(cfg *config.Config, w io.Writer) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if len(cfg.Auth.Secrets) == 0 {
+		secret, err := devSecret(filepath.Join(cfg.DataDir, "dev-secret"))
+		if err != nil {
+			return err
+		}
+		cfg.Auth.Secrets = []string{secret}
+		fmt.Fprintf(w, "dev: using the secret in %s\n", filepath.Join(cfg.DataDir, "dev-secret"))
+	}
+	if !cfg.TLS.Enabled() {
+		cert, key, err := server.DevCertificate(cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("dev certificate: %w", err)
+		}
+		cfg.TLS.Cert, cfg.TLS.Key = cert, key
+		fmt.Fprintf(w, "dev: self-signed certificate %s\n", cert)
+	}
+	if os.Geteuid() != 0 {
+		var kept []string
+		for _, a := range cfg.Listen.TLS {
+			if _, p, err := net.SplitHostPort(a); err == nil && len(p) <= 3 {
+				fmt.Fprintf(w, "dev: not root, skipping privileged TLS listener %s\n", a)
+				continue
+			}
+			kept = append(kept, a)
+		}
+		cfg.Listen.TLS = kept
+	}
+	if !cfg.Relay.Peers.AllowLoopback {
+		cfg.Relay.Peers.AllowLoopback = true
+		fmt.Fprintln(w, "dev: loopback peers allowed (relay.peers.allow_loopback)")
+	}
+	return nil
+}
+
+// devSecret reads the dev secret, creating it (0600) on first use.
+func devSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(b)); len(s) >= config.MinSecretLen {
+			return s, nil
+		}
+		return "", fmt.Errorf("%s: secret shorter than %d characters", path, config.MinSecretLen)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return s, nil
+}

@@ -1,0 +1,310 @@
+// Package e2e runs the built traverse binary as an operator would — a config
+// file, loopback addresses — and drives it with clients written by others.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the traverse built once for the package's tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "traverse-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "traverse")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/traverse")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build traverse:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Secret is the TURN REST secret every e2e config uses.
+const Secret = "e2e-secret-0123456789abcdef"
+
+// Instance is a running `traverse serve`.
+type Instance struct {
+	t       *testing.T
+	Dir     string // data_dir, config, certificates
+	Config  string // config file path
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	UDP     string // bound listener addresses
+	TCP     string
+	TLS     string
+	Issuer  string // http(s)://host:port
+	Metrics string // http://host:port
+	// Account is the primary account created before start.
+	AccountSid, AuthToken string
+	exited                chan struct{}
+}
+
+// Options adjust the config an Instance starts with; Extra is appended YAML.
+type Options struct {
+	TLS   bool   // generate a certificate and serve TLS listeners and HTTPS
+	Extra string // more YAML, e.g. "auth:\n  strict_expiry: true\n"
+	// DenyLoopback leaves relay.peers.allow_loopback false, so loopback
+	// peers (every peer in these tests) are refused by the built-in policy.
+	DenyLoopback bool
+}
+
+// Start writes a loopback config, creates an account with the CLI, starts
+// `traverse serve` and waits for its start-up line.
+func Start(t *testing.T, o Options) *Instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &Instance{t: t, Dir: dir, Config: filepath.Join(dir, "traverse.yaml"), logs: &syncBuffer{}, exited: make(chan struct{})}
+	cfg := fmt.Sprintf(`data_dir: %s
+listen:
+  udp: ["127.0.0.1:0"]
+  tcp: ["127.0.0.1:0"]
+  tls: ["127.0.0.1:0"]
+relay:
+  public_ip: 127.0.0.1
+  bind_ip: 127.0.0.1
+  peers:
+    allow_loopback: %t
+  drain_timeout: 1s
+issuer:
+  listen: 127.0.0.1:0
+  public_host: 127.0.0.1
+metrics:
+  listen: 127.0.0.1:0
+log:
+  format: json
+  level: debug
+`, dir, !o.DenyLoopback)
+	if o.TLS {
+		cert, key := WriteCert(t, dir)
+		cfg += fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", cert, key)
+	}
+	if !strings.Contains(o.Extra, "auth:") {
+		cfg += "auth:\n  secrets: [" + Secret + "]\n"
+	}
+	cfg += o.Extra
+	if err := os.WriteFile(in.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var acct struct {
+		Sid       string `json:"sid"`
+		AuthToken string `json:"auth_token"`
+	}
+	out := in.CLI("accounts", "create", "--friendly-name", "e2e", "--json")
+	if err := json.Unmarshal(out, &acct); err != nil || acct.Sid == "" {
+		t.Fatalf("accounts create printed %q: %v", out, err)
+	}
+	in.AccountSid, in.AuthToken = acct.Sid, acct.AuthToken
+
+	in.cmd = exec.Command(binary, "serve", "-c", in.Config)
+	stderr, err := in.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.cmd.Stdout = in.logs
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan map[string]any, 1)
+	go func() {
+		defer close(in.exited)
+		sc := bufio.NewScanner(io.TeeReader(stderr, in.logs))
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "traverse started" {
+				started <- line
+			}
+		}
+		_ = in.cmd.Wait()
+	}()
+	t.Cleanup(in.Stop)
+	select {
+	case line := <-started:
+		first := func(k string) string {
+			if v, ok := line[k].([]any); ok && len(v) > 0 {
+				return fmt.Sprint(v[0])
+			}
+			return ""
+		}
+		in.UDP, in.TCP, in.TLS = first("udp"), first("tcp"), first("tls")
+		scheme := "http"
+		if o.TLS {
+			scheme = "https"
+		}
+		in.Issuer = scheme + "://" + fmt.Sprint(line["issuer"])
+		in.Metrics = "http://" + fmt.Sprint(line["metrics"])
+	case <-in.exited:
+		t.Fatalf("traverse serve exited before starting:\n%s", in.logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("traverse serve did not start in 20s:\n%s", in.logs.String())
+	}
+	return in
+}
+
+// CLI runs a traverse subcommand against the instance's config and returns stdout.
+func (in *Instance) CLI(args ...string) []byte {
+	in.t.Helper()
+	cmd := exec.Command(binary, append(args, "-c", in.Config)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		in.t.Fatalf("traverse %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (in *Instance) Stop() {
+	if in.cmd == nil || in.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-in.exited:
+		return
+	default:
+	}
+	_ = in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.exited:
+	case <-time.After(15 * time.Second):
+		_ = in.cmd.Process.Kill()
+		<-in.exited
+		in.t.Errorf("traverse did not stop within 15s of SIGTERM")
+	}
+	if in.t.Failed() {
+		in.t.Logf("traverse logs:\n%s", in.logs.String())
+	}
+}
+
+// Logs returns everything the process has written so far.
+func (in *Instance) Logs() string { return in.logs.String() }
+
+// Metric reads one sample from /metrics: name{labels} as it appears there,
+// e.g. `traverse_relay_auth_total{result="expired"}`.
+func (in *Instance) Metric(series string) float64 {
+	in.t.Helper()
+	res, err := http.Get(in.Metrics + "/metrics")
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, series+" ") {
+			var v float64
+			fmt.Sscan(strings.TrimPrefix(line, series+" "), &v)
+			return v
+		}
+	}
+	in.t.Fatalf("series %s not in /metrics", series)
+	return 0
+}
+
+// Token is the Tokens resource's answer.
+type Token struct {
+	AccountSid  string      `json:"account_sid"`
+	Username    string      `json:"username"`
+	Password    string      `json:"password"`
+	TTL         string      `json:"ttl"`
+	ICEServers  []ICEServer `json:"ice_servers"`
+	DateCreated string      `json:"date_created"`
+}
+
+// ICEServer is one entry of ice_servers.
+type ICEServer struct {
+	URL        string `json:"url"`
+	URLs       string `json:"urls"`
+	Username   string `json:"username,omitempty"`
+	Credential string `json:"credential,omitempty"`
+}
+
+// CreateToken POSTs to the Tokens resource with the account's auth token.
+func (in *Instance) CreateToken(ttl int) Token {
+	in.t.Helper()
+	form := url.Values{}
+	if ttl > 0 {
+		form.Set("Ttl", fmt.Sprint(ttl))
+	}
+	req, _ := http.NewRequest(http.MethodPost,
+		in.Issuer+"/2010-04-01/Accounts/"+in.AccountSid+"/Tokens.json", strings.NewReader(form.Encode()))
+	req.SetBasicAuth(in.AccountSid, in.AuthToken)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := HTTPClient().Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusCreated {
+		in.t.Fatalf("Tokens: %d %s", res.StatusCode, body)
+	}
+	var tok Token
+	if err := json.Unmarshal(body, &tok); err != nil {
+		in.t.Fatal(err)
+	}
+	return tok
+}
+
+// syncBuffer is a bytes.Buffer safe for the log reader and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FreeUDPPeer starts a UDP echo peer on loopback.
+func FreeUDPPeer(t *testing.T) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2000)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v4"
+)
+
+// turnClient allocates through a TURN URI's transport with pion's client.
+func turnClient(t *testing.T, transport, server, username, password string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
+	var conn net.PacketConn
+	switch transport {
+	case "udp":
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = pc
+	case "tcp":
+		c, err := net.DialTimeout("tcp", server, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = turn.NewSTUNConn(c)
+	case "tls":
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", server, TLSConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = turn.NewSTUNConn(c)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: username, Password: password, RTO: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	rc, err := c.Allocate()
+	if err == nil {
+		t.Cleanup(func() { _ = rc.Close() })
+	}
+	return c, rc, err
+}
+
+// TestTokenAllocatesOnRelay: a credential from the Tokens resource over real
+// HTTPS allocates on the same process's relay, over every URI it lists, and
+// relays a datagram; a tampered one is refused.
+func TestTokenAllocatesOnRelay(t *testing.T) {
+	in := Start(t, Options{TLS: true})
+	peer := FreeUDPPeer(t)
+	tok := in.CreateToken(600)
+	if !strings.Contains(tok.Username, ":"+in.AccountSid+":") {
+		t.Fatalf("username %q does not name the account", tok.Username)
+	}
+	tried := 0
+	for _, s := range tok.ICEServers {
+		if s.Username == "" {
+			continue // the stun: entry
+		}
+		transport, server := parseTURNURI(t, s.URLs)
+		tried++
+		t.Run(s.URLs, func(t *testing.T) {
+			_, rc, err := turnClient(t, transport, server, s.Username, s.Credential)
+			if err != nil {
+				t.Fatalf("allocate: %v", err)
+			}
+			if _, err := rc.WriteTo([]byte("via token"), peer.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 100)
+			_ = rc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, _, err := rc.ReadFrom(buf)
+			if err != nil || string(buf[:n]) != "via token" {
+				t.Fatalf("echo: %q %v", buf[:n], err)
+			}
+		})
+	}
+	if tried != 4 {
+		t.Fatalf("%d TURN URIs in ice_servers, want 4 (udp, tcp, tcp on the TLS port, turns)", tried)
+	}
+	// A tampered credential is refused and counted.
+	before := in.Metric(`traverse_relay_auth_total{result="bad_password"}`)
+	if _, _, err := turnClient(t, "udp", in.UDP, tok.Username, "x"+tok.Password[1:]); err == nil {
+		t.Fatal("tampered password allocated")
+	}
+	if after := in.Metric(`traverse_relay_auth_total{result="bad_password"}`); after <= before {
+		t.Fatalf("bad_password count %v -> %v", before, after)
+	}
+}
+
+// TestExpiredTokenRefused: a credential past its Ttl no longer allocates.
+func TestExpiredTokenRefused(t *testing.T) {
+	in := Start(t, Options{Extra: "auth:\n  secrets: [" + Secret + "]\n  clock_skew: 1s\n"})
+	tok := in.CreateToken(1)
+	time.Sleep(2 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, err := turnClient(t, "udp", in.UDP, tok.Username, tok.Password)
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an expired credential still allocates")
+		}
+		time.Sleep(500 * time.Millisecond) // within auth.clock_skew it is still good
+	}
+	if got := in.Metric(`traverse_relay_auth_total{result="expired"}`); got < 1 {
+		t.Fatalf("expired count = %v", got)
+	}
+}
+
+func parseTURNURI(t *testing.T, uri string) (transport, hostport string) {
+	t.Helper()
+	scheme, rest, _ := strings.Cut(uri, ":")
+	hostport, query, _ := strings.Cut(rest, "?")
+	transport = "udp"
+	if strings.Contains(query, "transport=tcp") {
+		transport = "tcp"
+	}
+	if scheme == "turns" {
+		transport = "tls"
+	}
+	return transport, hostport
+}

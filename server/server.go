@@ -1,0 +1,379 @@
+// Package server wires a validated configuration into a running traverse:
+// the relay, the issuer with its store, and the metrics listener, with
+// reload (SIGHUP) and drain (SIGTERM). cmd/traverse and the end-to-end tests
+// both start traverse through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/pionlog"
+	"github.com/traverse/traverse/relay"
+)
+
+// Options are what New needs beyond the config.
+type Options struct {
+	Config config.Config
+	Log    *zap.Logger
+	// Level, when set, follows log.level on reload.
+	Level *zap.AtomicLevel
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is a running traverse process.
+type Server struct {
+	log   *zap.Logger
+	level *zap.AtomicLevel
+	reg   *prometheus.Registry
+	now   func() time.Time
+
+	mu  sync.Mutex // guards cfg across reloads
+	cfg config.Config
+
+	certs   *certStore
+	secrets atomic.Pointer[auth.Secrets]
+	relay   *relay.Server
+	issuer  *issuerPart
+
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	ready      atomic.Bool
+	serveErr   chan error
+	closeOnce  sync.Once
+}
+
+// New binds every listener and opens the store; a port already taken or a
+// bad certificate fails here, before anything serves.
+func New(ctx context.Context, opts Options) (_ *Server, err error) {
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		log:      opts.Log,
+		level:    opts.Level,
+		reg:      prometheus.NewRegistry(),
+		now:      opts.Now,
+		cfg:      cfg,
+		serveErr: make(chan error, 4),
+	}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.secrets.Store(auth.NewSecrets(cfg.Auth.Secrets))
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+
+	if cfg.TLS.Enabled() {
+		s.certs = &certStore{}
+		if err := s.certs.load(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+			return nil, err
+		}
+	}
+
+	var admin []netip.AddrPort
+	if cfg.Metrics.Listen != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		admin = append(admin, s.metricsLn.Addr().(*net.TCPAddr).AddrPort())
+	}
+	if cfg.Issuer.Enabled {
+		if s.issuer, err = newIssuerPart(ctx, s, cfg); err != nil {
+			return nil, err
+		}
+		admin = append(admin, s.issuer.ln.Addr().(*net.TCPAddr).AddrPort())
+	}
+	if cfg.Relay.Enabled {
+		ro := relay.Options{
+			Config:     cfg,
+			Log:        s.log.Named("relay"),
+			PionLog:    pionlog.New(s.log),
+			Registerer: s.reg,
+			AdminAddrs: admin,
+			Now:        s.now,
+		}
+		if s.certs != nil {
+			ro.TLS = s.certs.tlsConfig()
+		}
+		if s.relay, err = relay.New(ro); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Serve runs until ctx is done or a listener fails, then shuts down: it
+// fails /readyz, drains allocations for relay.drain_timeout and closes.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.metricsLn != nil {
+		s.metricsSrv = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { s.serveErr <- serveHTTP(s.metricsSrv, s.metricsLn, nil) }()
+	}
+	if s.issuer != nil {
+		go func() { s.serveErr <- s.issuer.serve() }()
+	}
+	s.ready.Store(true)
+	s.logStarted()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.serveErr:
+		s.log.Error("listener failed", zap.Error(err))
+	}
+	s.Shutdown(context.Background())
+	return err
+}
+
+func serveHTTP(srv *http.Server, ln net.Listener, certs *certStore) error {
+	var err error
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
+		err = srv.ServeTLS(ln, "", "")
+	} else {
+		err = srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops taking new allocations, waits up to relay.drain_timeout
+// (or until ctx is done) for the live ones, then closes everything.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.ready.Store(false)
+	s.mu.Lock()
+	drain := s.cfg.Relay.DrainTimeout
+	s.mu.Unlock()
+	if s.relay != nil && drain > 0 {
+		if n := s.relay.AllocationCount(); n > 0 {
+			s.log.Info("draining", zap.Int("allocations", n), zap.Duration("timeout", drain))
+		}
+		dctx, cancel := context.WithTimeout(ctx, drain)
+		s.relay.Drain(dctx)
+		cancel()
+	}
+	s.closeAll()
+}
+
+func (s *Server) closeAll() {
+	s.closeOnce.Do(func() {
+		// A fresh context: the caller's may already be cancelled.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if s.issuer != nil {
+			s.issuer.close(ctx)
+		}
+		if s.metricsSrv != nil {
+			_ = s.metricsSrv.Shutdown(ctx)
+		} else if s.metricsLn != nil {
+			_ = s.metricsLn.Close()
+		}
+		if s.relay != nil {
+			_ = s.relay.Close()
+		}
+		s.log.Info("stopped")
+	})
+}
+
+// Reload applies cfg's reloadable settings — secrets, static users,
+// certificates, peer policy, quotas, log level — and keeps the running config
+// when cfg is invalid. It logs and returns the changed settings that need a
+// restart.
+func (s *Server) Reload(cfg config.Config) ([]string, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.cfg
+	if cfg.TLS.Enabled() && s.certs != nil {
+		if err := s.certs.load(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+			return nil, err
+		}
+	}
+	var restart []string
+	if s.relay != nil {
+		r, err := s.relay.Reload(old, cfg)
+		if err != nil {
+			return nil, err
+		}
+		restart = r
+	} else {
+		restart = relay.RestartNeeded(old, cfg)
+	}
+	restart = append(restart, issuerRestartNeeded(old, cfg)...)
+	s.secrets.Store(auth.NewSecrets(cfg.Auth.Secrets))
+	if s.level != nil {
+		if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil {
+			s.level.SetLevel(lvl.Level())
+		}
+	}
+	s.cfg = cfg
+	s.log.Info("config reloaded", zap.Strings("restart_needed", restart))
+	return restart, nil
+}
+
+// Relay is the running relay, or nil when relay.enabled is false.
+func (s *Server) Relay() *relay.Server { return s.relay }
+
+// MetricsAddr is the bound metrics address, or nil.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// Registry is the process's metrics registry.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+func (s *Server) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// logStarted writes the one start-up line with every listener, the
+// advertised relay address and the port range.
+func (s *Server) logStarted() {
+	fields := []zap.Field{}
+	if s.relay != nil {
+		a := s.relay.Addrs()
+		fields = append(fields,
+			zap.Stringers("udp", a.UDP), zap.Stringers("tcp", a.TCP), zap.Stringers("tls", a.TLS),
+			zap.Stringer("relay_ip", s.relay.PublicIP()),
+			zap.String("relay_ports", strconv.Itoa(s.cfg.Relay.Ports.Min)+"-"+strconv.Itoa(s.cfg.Relay.Ports.Max)))
+	}
+	if s.issuer != nil {
+		fields = append(fields, zap.Stringer("issuer", s.issuer.ln.Addr()))
+	}
+	if s.metricsLn != nil {
+		fields = append(fields, zap.Stringer("metrics", s.metricsLn.Addr()))
+	}
+	s.log.Info("traverse started", fields...)
+	if s.relay != nil && s.certs == nil && len(s.cfg.Listen.TLS) > 0 {
+		s.log.Info("tls listeners off: set tls.cert and tls.key to serve turns: on " + fmt.Sprint(s.cfg.Listen.TLS))
+	}
+	if s.relay != nil && s.cfg.Relay.PublicIP == "" {
+		s.log.Info("relay.public_ip not set: advertising " + s.relay.PublicIP().String() + "; set it when behind NAT")
+	}
+}
+
+// ICEURIs are the STUN/TURN URIs handed out with credentials: issuer.ice_servers
+// when set, else derived from issuer.public_host (default: the relay's
+// advertised IP) and the first listener of each kind.
+func (s *Server) ICEURIs() []string {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.mu.Unlock()
+	if len(cfg.Issuer.ICEServers) > 0 {
+		return cfg.Issuer.ICEServers
+	}
+	host := cfg.Issuer.PublicHost
+	if host == "" && s.relay != nil {
+		host = s.relay.PublicIP().String()
+	}
+	if host == "" {
+		host = cfg.Relay.PublicIP
+	}
+	udp, tcp, tlsPort := firstPort(cfg.Listen.UDP), firstPort(cfg.Listen.TCP), 0
+	if cfg.TLS.Enabled() {
+		tlsPort = preferredTLSPort(cfg.Listen.TLS)
+	}
+	if s.relay != nil { // bound ports, which differ from config when it asks for :0
+		a := s.relay.Addrs()
+		udp, tcp, tlsPort = boundPort(a.UDP), boundPort(a.TCP), preferredTLSPort(addrStrings(a.TLS))
+	}
+	return iceURIs(host, udp, tcp, tlsPort)
+}
+
+func firstPort(addrs []string) int {
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			n, _ := strconv.Atoi(p)
+			return n
+		}
+	}
+	return 0
+}
+
+// preferredTLSPort is 443 when listened on (what firewalls open), else the first.
+func preferredTLSPort(addrs []string) int {
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil && p == "443" {
+			return 443
+		}
+	}
+	return firstPort(addrs)
+}
+
+func boundPort(addrs []net.Addr) int {
+	if len(addrs) == 0 {
+		return 0
+	}
+	return firstPort([]string{addrs[0].String()})
+}
+
+func addrStrings(addrs []net.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// ConfigURIs are the ICE URIs for cfg without a running server (for the
+// credentials command): configured ports, and the advertised relay address.
+func ConfigURIs(cfg config.Config) []string {
+	if len(cfg.Issuer.ICEServers) > 0 {
+		return cfg.Issuer.ICEServers
+	}
+	host := cfg.Issuer.PublicHost
+	if host == "" {
+		if ip, err := relay.PublicIP(cfg.Relay); err == nil {
+			host = ip.String()
+		}
+	}
+	tlsPort := 0
+	if cfg.TLS.Enabled() {
+		tlsPort = preferredTLSPort(cfg.Listen.TLS)
+	}
+	return iceURIs(host, firstPort(cfg.Listen.UDP), firstPort(cfg.Listen.TCP), tlsPort)
+}
