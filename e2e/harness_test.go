@@ -69,6 +69,8 @@ type Options struct {
 	// DenyLoopback leaves relay.peers.allow_loopback false, so loopback
 	// peers (every peer in these tests) are refused by the built-in policy.
 	DenyLoopback bool
+	// Drain is relay.drain_timeout; default 1s.
+	Drain time.Duration
 }
 
 // Start writes a loopback config, creates an account with the CLI, starts
@@ -76,6 +78,10 @@ type Options struct {
 func Start(t *testing.T, o Options) *Instance {
 	t.Helper()
 	dir := t.TempDir()
+	drain := o.Drain
+	if drain == 0 {
+		drain = time.Second
+	}
 	in := &Instance{t: t, Dir: dir, Config: filepath.Join(dir, "traverse.yaml"), logs: &syncBuffer{}, exited: make(chan struct{})}
 	cfg := fmt.Sprintf(`data_dir: %s
 listen:
@@ -87,7 +93,7 @@ relay:
   bind_ip: 127.0.0.1
   peers:
     allow_loopback: %t
-  drain_timeout: 1s
+  drain_timeout: %s
 issuer:
   listen: 127.0.0.1:0
   public_host: 127.0.0.1
@@ -96,7 +102,7 @@ metrics:
 log:
   format: json
   level: debug
-`, dir, !o.DenyLoopback)
+`, dir, !o.DenyLoopback, drain)
 	if o.TLS {
 		cert, key := WriteCert(t, dir)
 		cfg += fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", cert, key)
