@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -97,8 +98,17 @@ func (s *Service) Handler() http.Handler {
 	handle("keys", s.serveKeys, "GET, POST", acct+"/Keys.json", acct+"/Keys")
 	handle("key", s.serveKey, "GET, DELETE", acct+"/Keys/{KeySid}")
 	handle("accounts", s.serveAccounts, "POST", "/2010-04-01/Accounts.json", "/2010-04-01/Accounts")
-	handle("other", func(http.ResponseWriter, *http.Request) error { return ErrNotFound }, "", "/")
-	return mux
+	other := s.route("other", "", func(http.ResponseWriter, *http.Request) error { return ErrNotFound })
+	mux.Handle("/", other)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would redirect an unclean path (".." or "//"); Twilio's
+		// clients get a 404 in Twilio's JSON instead.
+		if p := r.URL.Path; p == "" || path.Clean(p) != p {
+			other.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // route wraps a handler: body limit, method check (methods "" allows any),
