@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +122,7 @@ func (s *Service) route(name, methods string, fn func(http.ResponseWriter, *http
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		sw := &statusWriter{ResponseWriter: w}
 		var err error
-		if methods != "" && !contains(allowed, r.Method) {
+		if methods != "" && !slices.Contains(allowed, r.Method) {
 			w.Header().Set("Allow", methods)
 			err = errMethodNotAllow
 		} else {
@@ -132,15 +133,6 @@ func (s *Service) route(name, methods string, fn func(http.ResponseWriter, *http
 		}
 		s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // statusWriter records the status code for the metrics.
