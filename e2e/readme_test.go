@@ -3,8 +3,8 @@ package e2e
 import (
 	"bufio"
 	"errors"
-	"os"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
