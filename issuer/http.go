@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/traverse/traverse/auth"
 )
 
 // MaxBodyBytes is the largest request body accepted; a larger one gets 413.
@@ -81,11 +83,13 @@ func NewHTTPServer(addr string, h http.Handler, log *zap.Logger) *http.Server {
 //	GET    /2010-04-01/Accounts/{AccountSid}/Keys/{KeySid}[.json] fetch an API key
 //	DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{KeySid}[.json] delete an API key (204)
 //	POST   /2010-04-01/Accounts[.json]                            create a subaccount (FriendlyName)
+//	POST   /v1/ice-servers                                        mint a token for a browser (Ttl)
 //
-// All authenticate with HTTP Basic: AccountSid:AuthToken, or KeySid:KeySecret
-// on Tokens only (403 elsewhere, as Twilio's standard keys). An account's
-// auth token also acts on its subaccounts. Errors are Twilio's JSON; any
-// other path is 404.
+// All but the last authenticate with HTTP Basic: AccountSid:AuthToken, or
+// KeySid:KeySecret on Tokens only (403 elsewhere, as Twilio's standard keys).
+// An account's auth token also acts on its subaccounts. /v1/ice-servers takes
+// an Access Token or Capability Token instead and answers CORS (see
+// serveICEServers). Errors are Twilio's JSON; any other path is 404.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(route string, fn func(http.ResponseWriter, *http.Request) error, methods string, paths ...string) {
@@ -99,6 +103,9 @@ func (s *Service) Handler() http.Handler {
 	handle("keys", s.serveKeys, "GET, POST", acct+"/Keys.json", acct+"/Keys")
 	handle("key", s.serveKey, "GET, DELETE", acct+"/Keys/{KeySid}")
 	handle("accounts", s.serveAccounts, "POST", "/2010-04-01/Accounts.json", "/2010-04-01/Accounts")
+	// Methods and CORS preflight are checked by the handler, so that CORS
+	// headers reach a page on every answer.
+	handle("ice_servers", s.serveICEServers, "", ICEServersPath)
 	other := s.route("other", "", func(http.ResponseWriter, *http.Request) error { return ErrNotFound })
 	mux.Handle("/", other)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -320,8 +327,18 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		code   int
 		msg    string
 		pe     *ParamError
+		te     *auth.TokenError
 	)
 	switch {
+	case errors.As(err, &te):
+		// First: a token refusal may wrap ErrNotFound or ErrAccountNotActive
+		// from the key lookup, and is a 401 whatever its cause.
+		status, code, msg = http.StatusUnauthorized, te.Code, te.Message
+		if errors.Is(err, errNoToken) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="traverse"`)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="traverse", error="invalid_token"`)
+		}
 	case errors.Is(err, ErrUnauthenticated):
 		status, code, msg = http.StatusUnauthorized, CodeAuthenticate, "Authenticate"
 		w.Header().Set("WWW-Authenticate", `Basic realm="traverse"`)

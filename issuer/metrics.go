@@ -4,9 +4,10 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the issuer's Prometheus metrics.
 type metrics struct {
-	tokensIssued prometheus.Counter
-	authFailures *prometheus.CounterVec
-	requests     *prometheus.CounterVec
+	tokensIssued     prometheus.Counter
+	iceServersIssued *prometheus.CounterVec
+	authFailures     *prometheus.CounterVec
+	requests         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -15,9 +16,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "traverse_issuer_tokens_issued_total",
 			Help: "Network Traversal Service tokens (TURN credentials) issued.",
 		}),
+		iceServersIssued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_issuer_ice_servers_issued_total",
+			Help: "TURN credentials issued by POST /v1/ice-servers, by the kind of token presented: access, capability.",
+		}, []string{"token"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_issuer_auth_failures_total",
-			Help: "Failed authentications by reason: missing, unknown_sid, wrong_secret, suspended, rate_limited.",
+			Help: "Failed authentications by reason: missing, unknown_sid, wrong_secret, suspended, rate_limited, token_malformed, token_expired, token_not_yet_valid, token_too_long.",
 		}, []string{"reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_issuer_requests_total",
@@ -25,10 +30,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "code"}),
 	}
 	// Pre-create the label values so dashboards show zeros.
-	for _, r := range authReasons {
+	for _, r := range append(authReasons, tokenReasons...) {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.tokensIssued, m.authFailures, m.requests} {
+	for _, k := range []string{TokenKindAccess, TokenKindCapability} {
+		m.iceServersIssued.WithLabelValues(k)
+	}
+	for _, c := range []prometheus.Collector{m.tokensIssued, m.iceServersIssued, m.authFailures, m.requests} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,8 +1,9 @@
 // Package issuer is traverse's credential issuer: a Service that
 // authenticates accounts and API keys against the store, manages them, and
 // mints short-lived TURN REST credentials returned as Twilio's Tokens
-// resource; and, in http.go, the thin HTTP handlers for Twilio's REST routes.
-// Only http.go imports net/http.
+// resource or, for a browser holding an Access or Capability Token, by
+// POST /v1/ice-servers (iceservers.go); and, in http.go and
+// iceservers_http.go, the thin HTTP handlers. Only those two import net/http.
 package issuer
 
 import (
@@ -81,6 +82,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// CORSOrigins may call POST /v1/ice-servers from a browser: exact
+	// origins ("https://app.example.com"), or "*" for any. Nil means none.
+	CORSOrigins []string
 }
 
 // Service is the issuer's logic, free of HTTP.
@@ -93,6 +97,7 @@ type Service struct {
 	now     func() time.Time
 	metrics *metrics
 	fails   *failLimiter
+	cors    corsPolicy
 }
 
 // New builds a Service and registers its metrics.
@@ -133,6 +138,7 @@ func New(opts Options) (*Service, error) {
 	}
 	s.metrics = m
 	s.fails = newFailLimiter(failRate, failBurst, failTableSize)
+	s.cors = newCORSPolicy(opts.CORSOrigins)
 	return s, nil
 }
 
@@ -320,16 +326,25 @@ func (s *Service) issue(accountSid string, ttl time.Duration) (Token, error) {
 			"Invalid Ttl: must be a whole number of seconds from 1 to 86400 (got %s)", ttl)}
 	}
 	ttl = min(ttl, s.maxTTL)
+	tok, err := s.mint(accountSid, accountSid+":"+randomHex(8), ttl, s.now().UTC().Truncate(time.Second))
+	if err != nil {
+		return Token{}, err
+	}
+	s.metrics.tokensIssued.Inc()
+	return tok, nil
+}
+
+// mint makes the credential for user, valid ttl (already bounded) from now
+// (whole seconds), and the Token around it. Every minting route calls it.
+func (s *Service) mint(accountSid, user string, ttl time.Duration, now time.Time) (Token, error) {
 	ring := s.secrets()
 	if ring == nil || ring.Len() == 0 {
 		return Token{}, ErrNoSecret
 	}
-	now := s.now().UTC().Truncate(time.Second)
-	cred, err := ring.Mint(accountSid+":"+randomHex(8), ttl, now)
+	cred, err := ring.Mint(user, ttl, now)
 	if err != nil {
 		return Token{}, fmt.Errorf("issuer: mint: %w", err)
 	}
-	s.metrics.tokensIssued.Inc()
 	return Token{
 		AccountSid:  accountSid,
 		DateCreated: now,
