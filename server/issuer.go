@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
-
-	"go.uber.org/zap"
+	"slices"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
@@ -39,26 +37,21 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	p.svc, err = issuer.New(issuer.Options{
-		Store:      p.store,
-		Secrets:    func() *auth.Secrets { return s.secrets.Load() },
-		URIs:       s.ICEURIs,
-		MaxTTL:     cfg.Auth.MaxTTL,
-		Log:        s.log.Named("issuer"),
-		Registerer: s.reg,
-		Now:        s.now,
+		Store:       p.store,
+		Secrets:     func() *auth.Secrets { return s.secrets.Load() },
+		URIs:        s.ICEURIs,
+		MaxTTL:      cfg.Auth.MaxTTL,
+		Log:         s.log.Named("issuer"),
+		Registerer:  s.reg,
+		Now:         s.now,
+		CORSOrigins: cfg.Issuer.CORSOrigins,
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.srv = &http.Server{
-		Handler:           p.svc.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          zap.NewStdLog(s.log.Named("issuer.http")),
-	}
+	// Its ErrorLog goes to zap as "issuer.http", at debug: what it reports
+	// (bad TLS handshakes, malformed requests) is any client's doing.
+	p.srv = issuer.NewHTTPServer(cfg.Issuer.Listen, p.svc.Handler(), s.log.Named("issuer"))
 	return p, nil
 }
 
@@ -111,6 +104,9 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 	}
 	if old.Store != cfg.Store || old.DataDir != cfg.DataDir {
 		out = append(out, "store")
+	}
+	if !slices.Equal(old.Issuer.CORSOrigins, cfg.Issuer.CORSOrigins) {
+		out = append(out, "issuer.cors_origins")
 	}
 	return out
 }
