@@ -1,0 +1,553 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// target is what a load is aimed at: a TURN server, the forwarder, or the
+// echo peer itself (the ping-pong).
+type target struct {
+	name   string
+	kind   string // "turn", "raw"
+	addr   netip.AddrPort
+	server *proc // whose CPU is measured
+}
+
+// dataSpec is one relayed-data scenario.
+type dataSpec struct {
+	mode    string // "channel" or "send" (TURN only)
+	size    int    // payload bytes
+	rate    int    // messages/s offered in total; 0 saturates
+	clients int
+	dur     time.Duration
+}
+
+func (d dataSpec) String() string {
+	load := fmt.Sprintf("paced %dk msg/s", d.rate/1000)
+	if d.rate == 0 {
+		load = "saturated"
+	}
+	return fmt.Sprintf("%s, %d B, %s", load, d.size, d.mode)
+}
+
+// dataResult is what one run of a dataSpec against one target measured.
+type dataResult struct {
+	Sent, Received int64
+	LossPct        float64
+	MsgPerSec      float64 // messages relayed per second (both directions)
+	CPUMicros      float64 // server CPU per relayed message
+	P50Micros      float64 // round trip
+	P99Micros      float64
+}
+
+type dataClient struct {
+	conn          *net.UDPConn
+	f             framer
+	pkt, payload  []byte
+	sent          int64
+	received      atomic.Int64
+	rtts          []int64
+	tc            *turnClient
+	seq           uint32
+	rttSampleMask uint32
+	echo          chan struct{} // saturation: one token per message back
+}
+
+// setupClients opens n clients to t; for TURN each allocates, permits peer
+// and, for channels, binds one.
+func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*dataClient, error) {
+	clients := make([]*dataClient, spec.clients)
+	errs := make(chan error, spec.clients)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range clients {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			dc := &dataClient{}
+			var err error
+			if t.kind == "raw" {
+				dc.conn, err = dialUDP(t.addr)
+				dc.f = rawFramer{}
+			} else {
+				var tc *turnClient
+				if tc, err = newTURNClient(t.addr, o.secret, fmt.Sprintf("load%d", i)); err == nil {
+					dc.tc, dc.conn = tc, tc.conn
+					err = setupTURN(tc, i, peer, spec.mode, dc)
+				}
+			}
+			if err != nil {
+				if dc.conn != nil {
+					_ = dc.conn.Close()
+				}
+				errs <- err
+				return
+			}
+			dc.pkt, dc.payload = dc.f.frame(spec.size)
+			clients[i] = dc
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		closeClients(clients)
+		return nil, fmt.Errorf("%s: set up clients: %w", t.name, err)
+	}
+	return clients, nil
+}
+
+func setupTURN(tc *turnClient, i int, peer netip.AddrPort, mode string, dc *dataClient) error {
+	if err := tc.allocate(); err != nil {
+		return err
+	}
+	if err := tc.permit(peer); err != nil {
+		return err
+	}
+	if mode == "send" {
+		dc.f = sendFramer{peer}
+		return nil
+	}
+	ch := uint16(0x4000 + i%0x3000)
+	if err := tc.bindChannel(ch, peer); err != nil {
+		return err
+	}
+	dc.f = channelFramer{ch}
+	return nil
+}
+
+func closeClients(clients []*dataClient) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(c *dataClient) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if c.tc != nil {
+				_ = c.tc.release()
+			}
+			_ = c.conn.Close()
+		}(c)
+	}
+	wg.Wait()
+}
+
+// runData offers spec's load to t through peer and measures it.
+func runData(t target, o opts, peer netip.AddrPort, spec dataSpec) (dataResult, error) {
+	clients, err := setupClients(t, o, peer, spec)
+	if err != nil {
+		return dataResult{}, err
+	}
+	defer closeClients(clients)
+
+	if spec.rate == 0 {
+		for _, c := range clients {
+			c.rttSampleMask = 15 // RTTs sampled 1 in 16
+		}
+	}
+	epoch := time.Now()
+	var recvWG sync.WaitGroup
+	for _, c := range clients {
+		recvWG.Add(1)
+		go func(c *dataClient) {
+			defer recvWG.Done()
+			buf := make([]byte, 2048)
+			for {
+				n, err := c.conn.Read(buf)
+				if err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						return
+					}
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue // ICMP port unreachable and the like
+				}
+				p := c.f.unframe(buf[:n])
+				if len(p) < 12 {
+					continue
+				}
+				c.received.Add(1)
+				if c.echo != nil {
+					select {
+					case c.echo <- struct{}{}:
+					default:
+					}
+				}
+				if seq := binary.BigEndian.Uint32(p[8:]); seq&c.rttSampleMask == 0 && len(c.rtts) < 200000 {
+					c.rtts = append(c.rtts, int64(time.Since(epoch))-int64(binary.BigEndian.Uint64(p)))
+				}
+			}
+		}(c)
+	}
+	send := func(c *dataClient) {
+		binary.BigEndian.PutUint64(c.payload, uint64(time.Since(epoch)))
+		binary.BigEndian.PutUint32(c.payload[8:], c.seq)
+		c.seq++
+		if _, err := c.conn.Write(c.pkt); err == nil {
+			c.sent++
+		}
+	}
+
+	cpu0, _ := cpuTicks(t.server.pid())
+	start := time.Now()
+	end := start.Add(spec.dur)
+	if spec.rate > 0 {
+		// One pacer: every millisecond, send what is due, round robin.
+		next := 0
+		var sent int64
+		for now := time.Now(); now.Before(end); now = time.Now() {
+			due := int64(now.Sub(start).Seconds() * float64(spec.rate))
+			for ; sent < due; sent++ {
+				send(clients[next])
+				next = (next + 1) % len(clients)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	} else {
+		// Saturation, closed loop: every client keeps `window` messages in
+		// flight and sends the next when one comes back; a client that
+		// heard nothing for 100 ms (its window lost) is refilled.
+		const window = 8
+		for _, c := range clients {
+			c.echo = make(chan struct{}, window*4)
+		}
+		var wg sync.WaitGroup
+		for _, c := range clients {
+			wg.Add(1)
+			go func(c *dataClient) {
+				defer wg.Done()
+				for i := 0; i < window; i++ {
+					send(c)
+				}
+				idle := time.NewTimer(100 * time.Millisecond)
+				defer idle.Stop()
+				for time.Now().Before(end) {
+					select {
+					case <-c.echo:
+						send(c)
+					case <-idle.C:
+						for i := 0; i < window; i++ {
+							send(c)
+						}
+					}
+					idle.Reset(100 * time.Millisecond)
+				}
+			}(c)
+		}
+		wg.Wait()
+	}
+	elapsed := time.Since(start)
+	// Let the tail arrive, then stop the readers.
+	time.Sleep(300 * time.Millisecond)
+	cpu1, _ := cpuTicks(t.server.pid())
+	for _, c := range clients {
+		_ = c.conn.SetReadDeadline(time.Now())
+	}
+	recvWG.Wait()
+
+	var r dataResult
+	var rtts []int64
+	for _, c := range clients {
+		r.Sent += c.sent
+		r.Received += c.received.Load()
+		rtts = append(rtts, c.rtts...)
+	}
+	if r.Sent > 0 {
+		r.LossPct = 100 * float64(r.Sent-r.Received) / float64(r.Sent)
+	}
+	// Every message the server forwards is read once and sent once: for a
+	// relay that is sent+received messages; for the echo peer one echo.
+	handled := r.Sent + r.Received
+	if t.kind == "raw" && t.name == "ping-pong" {
+		handled = r.Received
+	}
+	r.MsgPerSec = float64(handled) / elapsed.Seconds()
+	if handled > 0 {
+		r.CPUMicros = float64(cpu1-cpu0) * tickSeconds * 1e6 / float64(handled)
+	}
+	if len(rtts) > 0 {
+		slices.Sort(rtts)
+		r.P50Micros = float64(rtts[len(rtts)/2]) / 1e3
+		r.P99Micros = float64(rtts[len(rtts)*99/100]) / 1e3
+	}
+	return r, nil
+}
+
+// allocResult is the allocation-rate and memory run.
+type allocResult struct {
+	Allocations  int64
+	Errors       int64
+	PerSec       float64
+	RSSPerAllocK float64 // KB of resident memory per held allocation
+	FirstError   string  `json:",omitempty"`
+}
+
+// runAlloc creates up to n authenticated allocations with conc workers for at
+// most limit, holds them while reading the server's RSS, then releases them.
+func runAlloc(t target, o opts, n, conc int, limit time.Duration) (allocResult, error) {
+	var r allocResult
+	rss0, err := rssKB(t.server.pid())
+	if err != nil {
+		return r, err
+	}
+	var (
+		mu       sync.Mutex
+		held     []*turnClient
+		ok, bad  atomic.Int64
+		firstErr atomic.Value
+		wg       sync.WaitGroup
+	)
+	next := atomic.Int64{}
+	start := time.Now()
+	deadline := start.Add(limit)
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && bad.Load() < 10 {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				tc, err := newTURNClient(t.addr, o.secret, "alloc")
+				if err == nil {
+					err = tc.allocate()
+					if err != nil {
+						_ = tc.Close()
+					}
+				}
+				if err != nil {
+					bad.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ok.Add(1)
+				mu.Lock()
+				held = append(held, tc)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	time.Sleep(500 * time.Millisecond)
+	rss1, err := rssKB(t.server.pid())
+	if err != nil {
+		return r, err
+	}
+	r.Allocations, r.Errors = ok.Load(), bad.Load()
+	r.PerSec = float64(r.Allocations) / elapsed.Seconds()
+	if r.Allocations > 0 {
+		r.RSSPerAllocK = float64(rss1-rss0) / float64(r.Allocations)
+	}
+	if v, _ := firstErr.Load().(string); v != "" {
+		r.FirstError = v
+	}
+	// Release, conc at a time.
+	sem := make(chan struct{}, conc)
+	for _, tc := range held {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(tc *turnClient) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = tc.release()
+			_ = tc.Close()
+		}(tc)
+	}
+	wg.Wait()
+	return r, nil
+}
+
+// runBinding measures STUN Binding requests answered per second: 4 sockets,
+// 16 requests in flight on each, for dur.
+func runBinding(t target, dur time.Duration) (float64, error) {
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	start := time.Now()
+	end := start.Add(dur)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialUDP(t.addr)
+			if err != nil {
+				once.Do(func() { firstErr = err })
+				return
+			}
+			defer c.Close()
+			req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+			buf := make([]byte, 1500)
+			for i := 0; i < 16; i++ {
+				_, _ = c.Write(req.Raw)
+			}
+			for time.Now().Before(end) {
+				_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				n, err := c.Read(buf)
+				if err != nil {
+					// Lost ones: refill the window.
+					for i := 0; i < 16; i++ {
+						_, _ = c.Write(req.Raw)
+					}
+					continue
+				}
+				if stun.IsMessage(buf[:n]) {
+					answered.Add(1)
+				}
+				_, _ = c.Write(req.Raw)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(answered.Load()) / time.Since(start).Seconds(), firstErr
+}
+
+// issuerResult is wrk's measure of the Tokens resource.
+type issuerResult struct {
+	PerSec    float64
+	P50Millis float64
+	P99Millis float64
+	Non2xx    int64
+	Errors    int64
+}
+
+// runIssuer drives POST .../Tokens.json with wrk for dur.
+func runIssuer(ctx context.Context, s *traverseServer, dir string, dur time.Duration) (issuerResult, error) {
+	var r issuerResult
+	basic := base64.StdEncoding.EncodeToString([]byte(s.accountSid + ":" + s.authToken))
+	lua := fmt.Sprintf(`wrk.method = "POST"
+wrk.body = "Ttl=3600"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic %s"
+`, basic)
+	script := filepath.Join(dir, "tokens.lua")
+	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		return r, err
+	}
+	url := s.issuer + "/2010-04-01/Accounts/" + s.accountSid + "/Tokens.json"
+	cctx, cancel := context.WithTimeout(ctx, dur+30*time.Second)
+	defer cancel()
+	secs := strconv.Itoa(int(dur.Seconds()))
+	out, err := exec.CommandContext(cctx, "wrk", "-t2", "-c16", "-d"+secs+"s", "--timeout", "5s", "--latency", "-s", script, url).CombinedOutput()
+	if err != nil {
+		return r, fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	text := string(out)
+	if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(text); m != nil {
+		r.PerSec, _ = strconv.ParseFloat(m[1], 64)
+	} else {
+		return r, fmt.Errorf("wrk printed no Requests/sec:\n%s", text)
+	}
+	r.P50Millis = wrkLatency(text, "50%")
+	r.P99Millis = wrkLatency(text, "99%")
+	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(text); m != nil {
+		r.Non2xx, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`).FindStringSubmatch(text); m != nil {
+		for _, v := range m[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			r.Errors += n
+		}
+	}
+	return r, nil
+}
+
+// wrkLatency reads a "  99%    1.23ms" line of wrk --latency in ms.
+func wrkLatency(text, pct string) float64 {
+	m := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(pct) + `\s+([0-9.]+)(us|ms|s)\s*$`).FindStringSubmatch(text)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	switch m[2] {
+	case "us":
+		v /= 1000
+	case "s":
+		v *= 1000
+	}
+	return v
+}
+
+// uclientResult is turnutils_uclient's report with the server's CPU.
+type uclientResult struct {
+	Sent, Received int64
+	LossPct        float64
+	CPUMicros      float64
+}
+
+var (
+	reTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$`)
+	reLost   = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\)`)
+)
+
+// runUclient drives t with coturn's own load generator, as issue 6 did:
+// clients × n messages of size bytes every interval ms each, over channels.
+func runUclient(ctx context.Context, t target, o opts, peer netip.AddrPort, clients, n, size, intervalMS int) (uclientResult, error) {
+	var r uclientResult
+	cctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	cpu0, _ := cpuTicks(t.server.pid())
+	out, err := exec.CommandContext(cctx, "turnutils_uclient",
+		"-W", o.secret, "-p", strconv.Itoa(int(t.addr.Port())),
+		"-e", peer.Addr().String(), "-r", strconv.Itoa(int(peer.Port())),
+		"-m", strconv.Itoa(clients), "-n", strconv.Itoa(n), "-l", strconv.Itoa(size),
+		"-z", strconv.Itoa(intervalMS), "-X", "-c", t.addr.Addr().String()).CombinedOutput()
+	cpu1, _ := cpuTicks(t.server.pid())
+	if err != nil {
+		return r, fmt.Errorf("turnutils_uclient: %w\n%s", err, tail(out, 2000))
+	}
+	var totals, lost []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := reTotals.FindStringSubmatch(line); m != nil {
+			totals = m
+		}
+		if m := reLost.FindStringSubmatch(line); m != nil {
+			lost = m
+		}
+	}
+	if totals == nil || lost == nil {
+		return r, fmt.Errorf("turnutils_uclient printed no final report:\n%s", tail(out, 2000))
+	}
+	r.Sent, _ = strconv.ParseInt(totals[1], 10, 64)
+	r.Received, _ = strconv.ParseInt(totals[2], 10, 64)
+	r.LossPct, _ = strconv.ParseFloat(lost[2], 64)
+	if h := r.Sent + r.Received; h > 0 {
+		r.CPUMicros = float64(cpu1-cpu0) * tickSeconds * 1e6 / float64(h)
+	}
+	return r, nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

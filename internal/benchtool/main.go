@@ -1,0 +1,221 @@
+// Command benchtool is scripts/bench's engine: it starts traverse, coturn, a
+// trivial Go UDP forwarder and a UDP echo peer on loopback, drives them with
+// the same load generators round by round (alternating which server goes
+// first), and writes the medians as JSON, a markdown table and a PNG chart.
+//
+// It is not part of the product; see docs/benchmarks.md for what it measures.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// opts is the run's shape, set by the flags and --quick.
+type opts struct {
+	traverse      string
+	secret        string
+	threads       int
+	traversePorts [2]int
+	coturnPorts   [2]int
+
+	quick      bool
+	rounds     int
+	dur        time.Duration
+	allocN     int
+	bindingDur time.Duration
+	issuerDur  time.Duration
+	ucClients  int
+	ucN        int
+
+	jsonOut, mdOut, pngOut string
+	command                string
+}
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "forward" {
+		if err := forward(os.Args[2]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	var o opts
+	flag.StringVar(&o.traverse, "traverse", "", "path of the traverse binary")
+	flag.BoolVar(&o.quick, "quick", false, "one short round (CI): about 2 minutes")
+	flag.IntVar(&o.rounds, "rounds", 0, "rounds (default 3, 1 with --quick)")
+	flag.IntVar(&o.threads, "threads", 2, "relay threads for both servers (traverse relay.udp_sockets, coturn --relay-threads)")
+	flag.StringVar(&o.jsonOut, "json", "", "write results as JSON here")
+	flag.StringVar(&o.mdOut, "md", "", "write the markdown report here")
+	flag.StringVar(&o.pngOut, "png", "", "write the ratio chart here (needs gnuplot)")
+	flag.StringVar(&o.command, "command", "scripts/bench", "the command line shown in the report")
+	flag.Parse()
+	if o.traverse == "" {
+		log.Fatal("benchtool: --traverse is required")
+	}
+	o.secret = "bench-secret-0123456789abcdef"
+	o.traversePorts = [2]int{40000, 47999}
+	o.coturnPorts = [2]int{48000, 55999}
+	if o.quick {
+		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 1000, time.Second, 2*time.Second, 10, 100
+		if o.rounds == 0 {
+			o.rounds = 1
+		}
+	} else {
+		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 3000, 3*time.Second, 5*time.Second, 50, 400
+		if o.rounds == 0 {
+			o.rounds = 3
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A hard bound on the whole run, whatever happens.
+	limit := 20 * time.Minute
+	if o.quick {
+		limit = 6 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if err := run(ctx, o); err != nil {
+		log.Fatalf("benchtool: %v", err)
+	}
+}
+
+// env is everything started for the run.
+type env struct {
+	dir       string
+	trav      *traverseServer
+	coturn    *proc
+	coturnUDP netip.AddrPort
+	peer      *proc
+	peerAddr  netip.AddrPort
+	fwd       *proc
+	fwdAddr   netip.AddrPort
+}
+
+func (e *env) stop() {
+	for _, p := range []*proc{e.fwd, e.coturn, e.peer} {
+		if p != nil {
+			p.stop()
+		}
+	}
+	if e.trav != nil {
+		e.trav.stop()
+	}
+}
+
+func run(ctx context.Context, o opts) (err error) {
+	dir, err := os.MkdirTemp("", "traverse-bench-")
+	if err != nil {
+		return err
+	}
+	e := &env{dir: dir}
+	defer func() {
+		e.stop()
+		if err == nil {
+			_ = os.RemoveAll(dir)
+		} else {
+			log.Printf("logs kept in %s", dir)
+		}
+	}()
+	if e.peer, e.peerAddr, err = startPeer(); err != nil {
+		return err
+	}
+	if e.trav, err = startTraverse(ctx, o.traverse, dir, o); err != nil {
+		return err
+	}
+	if e.coturn, e.coturnUDP, err = startCoturn(dir, o); err != nil {
+		return err
+	}
+	if e.fwd, e.fwdAddr, err = startForwarder(e.peerAddr); err != nil {
+		return err
+	}
+	trav := target{name: "traverse", kind: "turn", addr: e.trav.udp, server: e.trav.proc}
+	cot := target{name: "coturn", kind: "turn", addr: e.coturnUDP, server: e.coturn}
+	fwd := target{name: "forwarder", kind: "raw", addr: e.fwdAddr, server: e.fwd}
+	pp := target{name: "ping-pong", kind: "raw", addr: e.peerAddr, server: e.peer}
+	log.Printf("traverse %s (pid %d), coturn %s (pid %d), forwarder %s (pid %d), peer %s (pid %d)",
+		trav.addr, trav.server.pid(), cot.addr, cot.server.pid(), fwd.addr, fwd.server.pid(), pp.addr, pp.server.pid())
+
+	specs := dataSpecs(o)
+	rep := newReport(o)
+	began := time.Now()
+	for round := 0; round < o.rounds; round++ {
+		pair := []target{trav, cot}
+		if round%2 == 1 {
+			pair = []target{cot, trav}
+		}
+		log.Printf("round %d/%d: %s first", round+1, o.rounds, pair[0].name)
+		for _, spec := range specs {
+			targets := pair
+			if spec.mode == "channel" {
+				targets = append(append([]target{}, pair...), fwd, pp)
+			}
+			for _, t := range targets {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				r, err := runData(t, o, e.peerAddr, spec)
+				if err != nil {
+					return err
+				}
+				log.Printf("  %-9s %-32s cpu %6.2f µs/msg  loss %5.2f%%  %8.0f msg/s  rtt p50 %6.0f µs p99 %6.0f µs",
+					t.name, spec, r.CPUMicros, r.LossPct, r.MsgPerSec, r.P50Micros, r.P99Micros)
+				rep.addData(spec, t.name, r)
+			}
+		}
+		for _, t := range pair {
+			r, err := runUclient(ctx, t, o, e.peerAddr, o.ucClients, o.ucN, 100, 5)
+			if err != nil {
+				return err
+			}
+			log.Printf("  %-9s turnutils_uclient %d×%d, 100 B every 5 ms: cpu %.2f µs/msg loss %.2f%%", t.name, o.ucClients, o.ucN, r.CPUMicros, r.LossPct)
+			rep.addUclient(t.name, r)
+		}
+		for _, t := range pair {
+			r, err := runAlloc(t, o, o.allocN, 16, 10*time.Second)
+			if err != nil {
+				return err
+			}
+			log.Printf("  %-9s allocations: %d ok, %d errors, %.0f/s, %.1f KB RSS each %s", t.name, r.Allocations, r.Errors, r.PerSec, r.RSSPerAllocK, r.FirstError)
+			rep.addAlloc(t.name, r)
+		}
+		for _, t := range pair {
+			r, err := runBinding(t, o.bindingDur)
+			if err != nil {
+				return err
+			}
+			log.Printf("  %-9s STUN Binding: %.0f/s", t.name, r)
+			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
+		}
+		ir, err := runIssuer(ctx, e.trav, dir, o.issuerDur)
+		if err != nil {
+			return err
+		}
+		log.Printf("  issuer: %.0f Tokens/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d, socket errors %d", ir.PerSec, ir.P50Millis, ir.P99Millis, ir.Non2xx, ir.Errors)
+		rep.addIssuer(ir)
+	}
+	rep.Seconds = time.Since(began).Seconds()
+	rep.finish()
+	log.Printf("done in %s", time.Since(began).Round(time.Second))
+	return rep.write(o)
+}
+
+// dataSpecs is the matrix of relayed-data scenarios.
+func dataSpecs(o opts) []dataSpec {
+	_ = o.quick // the same matrix in both modes; --quick shortens each run
+	var specs []dataSpec
+	for _, rate := range []int{10000, 0} {
+		for _, size := range []int{100, 1000} {
+			for _, mode := range []string{"channel", "send"} {
+				specs = append(specs, dataSpec{mode: mode, size: size, rate: rate, clients: 50, dur: o.dur})
+			}
+		}
+	}
+	return specs
+}

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// stat is one metric's samples for one target, over the rounds.
+type stat struct {
+	Median  float64   `json:"median"`
+	Min     float64   `json:"min"`
+	Max     float64   `json:"max"`
+	Samples []float64 `json:"samples"`
+}
+
+// row is one metric across the targets.
+type row struct {
+	Metric string           `json:"metric"`
+	Short  string           `json:"short"`
+	Unit   string           `json:"unit"`
+	Higher bool             `json:"higher_is_better"`
+	Values map[string]*stat `json:"values"`
+	// Ratio is traverse's median over coturn's, when both have one.
+	Ratio float64 `json:"ratio_traverse_coturn,omitempty"`
+}
+
+// report is the whole run.
+type report struct {
+	Date     string  `json:"date"`
+	Command  string  `json:"command"`
+	Machine  string  `json:"machine"`
+	Go       string  `json:"go"`
+	Coturn   string  `json:"coturn"`
+	Quick    bool    `json:"quick"`
+	Rounds   int     `json:"rounds"`
+	Threads  int     `json:"threads"`
+	Duration string  `json:"load_duration"`
+	Seconds  float64 `json:"seconds"`
+	Rows     []*row  `json:"rows"`
+}
+
+var targetOrder = []string{"traverse", "coturn", "forwarder", "ping-pong"}
+
+func newReport(o opts) *report {
+	return &report{
+		Date:     time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Command:  o.command,
+		Machine:  machine(),
+		Go:       runtime.Version(),
+		Coturn:   coturnVersion(),
+		Quick:    o.quick,
+		Rounds:   o.rounds,
+		Threads:  o.threads,
+		Duration: o.dur.String(),
+	}
+}
+
+func (r *report) add(metric, short, unit string, higher bool, tgt string, v float64) {
+	var rw *row
+	for _, x := range r.Rows {
+		if x.Metric == metric {
+			rw = x
+		}
+	}
+	if rw == nil {
+		rw = &row{Metric: metric, Short: short, Unit: unit, Higher: higher, Values: map[string]*stat{}}
+		r.Rows = append(r.Rows, rw)
+	}
+	s := rw.Values[tgt]
+	if s == nil {
+		s = &stat{}
+		rw.Values[tgt] = s
+	}
+	s.Samples = append(s.Samples, v)
+}
+
+func (r *report) addData(spec dataSpec, tgt string, d dataResult) {
+	short := fmt.Sprintf("%d B %s", spec.size, map[string]string{"channel": "chan", "send": "send"}[spec.mode])
+	if spec.rate > 0 {
+		r.add("server CPU per relayed message, "+spec.String(), "CPU paced "+short, "µs", false, tgt, d.CPUMicros)
+		r.add("loss, "+spec.String(), "", "%", false, tgt, d.LossPct)
+		r.add("round trip p50, "+spec.String(), "RTT p50 "+short, "µs", false, tgt, d.P50Micros)
+		r.add("round trip p99, "+spec.String(), "RTT p99 "+short, "µs", false, tgt, d.P99Micros)
+		return
+	}
+	r.add("server CPU per relayed message, "+spec.String(), "CPU sat. "+short, "µs", false, tgt, d.CPUMicros)
+	r.add("messages/s relayed, "+spec.String(), "msg/s sat. "+short, "/s", true, tgt, d.MsgPerSec)
+	r.add("loss, "+spec.String(), "", "%", false, tgt, d.LossPct)
+}
+
+func (r *report) addUclient(tgt string, u uclientResult) {
+	r.add("server CPU per relayed message, turnutils_uclient paced, 100 B, channel", "CPU uclient", "µs", false, tgt, u.CPUMicros)
+	r.add("loss, turnutils_uclient paced, 100 B, channel", "", "%", false, tgt, u.LossPct)
+}
+
+func (r *report) addAlloc(tgt string, a allocResult) {
+	r.add("authenticated allocations/s", "alloc/s", "/s", true, tgt, a.PerSec)
+	r.add("resident memory per held allocation", "RSS/alloc", "KB", false, tgt, a.RSSPerAllocK)
+}
+
+func (r *report) addIssuer(i issuerResult) {
+	r.add("issuer: Tokens created/s (wrk, 16 connections)", "", "/s", true, "traverse", i.PerSec)
+	r.add("issuer: Tokens p50 latency", "", "ms", false, "traverse", i.P50Millis)
+	r.add("issuer: Tokens p99 latency", "", "ms", false, "traverse", i.P99Millis)
+	r.add("issuer: non-2xx responses and socket errors", "", "", false, "traverse", float64(i.Non2xx+i.Errors))
+}
+
+func (r *report) finish() {
+	for _, rw := range r.Rows {
+		for _, s := range rw.Values {
+			v := slices.Clone(s.Samples)
+			slices.Sort(v)
+			s.Min, s.Max = v[0], v[len(v)-1]
+			if len(v)%2 == 1 {
+				s.Median = v[len(v)/2]
+			} else {
+				s.Median = (v[len(v)/2-1] + v[len(v)/2]) / 2
+			}
+		}
+		t, c := rw.Values["traverse"], rw.Values["coturn"]
+		if t != nil && c != nil && c.Median != 0 {
+			rw.Ratio = t.Median / c.Median
+		}
+	}
+}
+
+func (r *report) write(o opts) error {
+	if o.jsonOut != "" {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if o.pngOut != "" {
+		if err := r.chart(o.pngOut); err != nil {
+			return err
+		}
+	}
+	if o.mdOut != "" {
+		if err := os.WriteFile(o.mdOut, []byte(r.markdown(o)), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Print(r.table())
+	return nil
+}
+
+func format(v float64) string {
+	switch a := abs(v); {
+	case a == 0:
+		return "0"
+	case a >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func abs(v float64) float64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+func cell(s *stat) string {
+	if s == nil {
+		return ""
+	}
+	if len(s.Samples) == 1 {
+		return format(s.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", format(s.Median), format(s.Min), format(s.Max))
+}
+
+// table is the markdown table of every row.
+func (r *report) table() string {
+	var b strings.Builder
+	b.WriteString("| metric | unit | traverse | coturn | traverse/coturn | Go forwarder | ping-pong |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, rw := range r.Rows {
+		ratio := ""
+		if rw.Ratio != 0 {
+			ratio = fmt.Sprintf("%.2f×", rw.Ratio)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", rw.Metric, rw.Unit,
+			cell(rw.Values["traverse"]), cell(rw.Values["coturn"]), ratio,
+			cell(rw.Values["forwarder"]), cell(rw.Values["ping-pong"]))
+	}
+	return b.String()
+}
+
+func (r *report) find(metric string) *row {
+	for _, rw := range r.Rows {
+		if rw.Metric == metric {
+			return rw
+		}
+	}
+	return nil
+}
+
+// targets compares the run with issue 6's targets.
+func (r *report) targets() string {
+	var b strings.Builder
+	ratio := func(metric string, want float64, atMost bool, label string) {
+		rw := r.find(metric)
+		if rw == nil || rw.Ratio == 0 {
+			return
+		}
+		ok := rw.Ratio <= want
+		if !atMost {
+			ok = rw.Ratio >= want
+		}
+		verdict := "met"
+		if !ok {
+			verdict = fmt.Sprintf("missed by %.0f %%", 100*abs(rw.Ratio-want)/want)
+		}
+		op := "≥"
+		if atMost {
+			op = "≤"
+		}
+		fmt.Fprintf(&b, "| %s | %s %.1f× | %.2f× | %s |\n", label, op, want, rw.Ratio, verdict)
+	}
+	b.WriteString("| target (issue 6) | wanted | measured | |\n|---|---|---|---|\n")
+	ratio("server CPU per relayed message, paced 10k msg/s, 100 B, channel", 1.0, true, "CPU per message, paced, 100 B channels")
+	ratio("server CPU per relayed message, saturated, 100 B, channel", 0.8, true, "CPU per message, saturated, 100 B channels")
+	ratio("messages/s relayed, saturated, 100 B, channel", 1.2, false, "messages/s at saturation, 100 B channels")
+	ratio("authenticated allocations/s", 2.0, false, "allocation rate")
+	ratio("resident memory per held allocation", 0.5, true, "memory per live allocation")
+	if rw := r.find("issuer: Tokens created/s (wrk, 16 connections)"); rw != nil {
+		v := rw.Values["traverse"].Median
+		verdict := "met"
+		if v < 20000 {
+			verdict = fmt.Sprintf("missed by %.0f %%", 100*(20000-v)/20000)
+		}
+		fmt.Fprintf(&b, "| issuer Tokens/s | ≥ 20,000 | %.0f | %s |\n", v, verdict)
+	}
+	if rw := r.find("issuer: Tokens p99 latency"); rw != nil {
+		v := rw.Values["traverse"].Median
+		verdict := "met"
+		if v >= 10 {
+			verdict = fmt.Sprintf("missed by %.0f %%", 100*(v-10)/10)
+		}
+		fmt.Fprintf(&b, "| issuer p99 | < 10 ms | %.2f ms | %s |\n", v, verdict)
+	}
+	return b.String()
+}
+
+func (r *report) markdown(o opts) string {
+	var b strings.Builder
+	b.WriteString("# Benchmarks: traverse beside coturn\n\n")
+	b.WriteString("Generated by `scripts/bench` (engine: `internal/benchtool`); do not edit by hand, run it again.\n\n")
+	fmt.Fprintf(&b, "- **Command:** `%s`\n- **Date:** %s\n- **Machine:** %s\n- **Go:** %s; **coturn:** %s\n",
+		r.Command, r.Date, r.Machine, r.Go, r.Coturn)
+	fmt.Fprintf(&b, "- **Rounds:** %d, alternating which server goes first; each data run lasts %s. Cells are the median (min–max) over the rounds.\n",
+		r.Rounds, r.Duration)
+	fmt.Fprintf(&b, "- **Whole run:** %.0f s\n\n", r.Seconds)
+	if o.pngOut != "" {
+		fmt.Fprintf(&b, "![traverse/coturn ratios](%s)\n\n", filepath.Base(o.pngOut))
+	}
+	b.WriteString("## Against issue 6's targets\n\n")
+	b.WriteString(r.targets())
+	b.WriteString("\n## All figures\n\n")
+	b.WriteString(r.table())
+	b.WriteString(`
+## How it is measured
+
+- **Servers.** traverse (` + "`traverse serve`" + `, the built binary) and coturn (Debian's ` + "`turnserver`" + `) run side by side
+  on 127.0.0.1 with equivalent settings: one TURN REST shared secret, loopback peers allowed, no per-user
+  quota, 8,000 relay ports each (disjoint ranges), ` + fmt.Sprint(r.Threads) + ` relay threads (traverse ` + "`relay.udp_sockets`" + `,
+  coturn ` + "`--relay-threads`" + `), no TLS/DTLS, no CLI. The peer is coturn's ` + "`turnutils_peer`" + ` (a UDP echo server in C).
+- **Load.** A Go load generator (` + "`internal/benchtool`" + `) with 50 UDP clients, each with its own authenticated
+  allocation, a permission and (for channels) a channel binding, made before the clock starts. Payloads carry a
+  send timestamp; the peer echoes them back through the relay. *Paced* offers 10,000 messages/s in total (each
+  echoed: ~100 two-way audio calls); *saturated* is a closed loop: every client keeps 8 messages in flight and sends the next
+  when one comes back (a client that hears nothing for 100 ms refills its window), so the rate is what the
+  server and the load generator reach together on the shared cores (as in issue 6), with little loss.
+- **CPU per relayed message** is the server's utime+stime delta from ` + "`/proc/PID/stat`" + ` over the run divided by the
+  messages it relayed in both directions (sent + echoed back); every relayed message is one read and one write.
+  For the ping-pong, the peer's CPU per echo (one read, one write): the kernel's own cost per datagram here.
+- **Go forwarder** is a trivial UDP forwarder (one reader goroutine, one connected upstream socket and goroutine
+  per client) run as its own process with the same load, without TURN framing: the practical floor for Go.
+- **turnutils_uclient** rows: coturn's own load generator (as issue 6 used), ` + fmt.Sprintf("%d clients × %d", o.ucClients, o.ucN) + `
+  100-byte messages every 5 ms each over channels; CPU over the whole uclient run.
+- **Allocations/s:** 16 workers each open a socket and allocate with authentication (401, then the signed
+  request) until ` + fmt.Sprint(o.allocN) + ` allocations or 10 s; **memory per allocation** is the VmRSS delta
+  (` + "`/proc/PID/status`" + `) with all of them held, divided by their number; they are then released (Refresh 0).
+  Later rounds reuse memory the first round grew, so the spread is wide; the median is reported.
+- **STUN Binding:** 4 sockets with 16 requests in flight each.
+- **Issuer:** ` + "`wrk -t2 -c16 --latency`" + ` POSTing ` + "`Ttl=3600`" + ` to ` + "`/2010-04-01/Accounts/{Sid}/Tokens.json`" + ` with Basic auth.
+`)
+	return b.String()
+}
+
+// chart draws the traverse/coturn ratios with gnuplot.
+func (r *report) chart(path string) error {
+	var data bytes.Buffer
+	for _, rw := range r.Rows {
+		if rw.Ratio == 0 || rw.Short == "" {
+			continue
+		}
+		// Normalise so that below 1 is always better for traverse.
+		v := rw.Ratio
+		label := rw.Short
+		if rw.Higher {
+			v = 1 / v
+			label += " (inv.)"
+		}
+		fmt.Fprintf(&data, "%q %.4f\n", label, v)
+	}
+	dir, err := os.MkdirTemp("", "bench-chart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	dat := filepath.Join(dir, "ratios.dat")
+	if err := os.WriteFile(dat, data.Bytes(), 0o644); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	script := fmt.Sprintf(`set terminal pngcairo size 1200,600 font "sans,10"
+set output %q
+set title "traverse / coturn (median of %d rounds, %s) — below 1 is better for traverse"
+set style fill solid 0.7
+set boxwidth 0.7
+set yrange [0:*]
+set grid ytics
+set xtics rotate by -40 left
+set bmargin 9
+set rmargin 12
+unset key
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2 lc rgb "red"
+plot %q using 0:2:xtic(1) with boxes lc rgb "#3a6ea5", '' using 0:2:(sprintf("%%.2f", $2)) with labels offset 0,0.7
+`, abs, r.Rounds, r.Date, dat)
+	sp := filepath.Join(dir, "chart.gp")
+	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "gnuplot", sp).CombinedOutput(); err != nil {
+		return fmt.Errorf("gnuplot: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				model = strings.TrimSpace(line[strings.IndexByte(line, ':')+1:])
+				break
+			}
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%s, %d cores, Linux %s", model, runtime.NumCPU(), kernel)
+}
+
+func coturnVersion() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", "coturn").Output()
+	if len(out) == 0 {
+		return "unknown"
+	}
+	return "Debian coturn " + string(out)
+}

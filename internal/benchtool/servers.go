@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+// proc is a process the bench started; only these are ever signalled.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM to the process (by its PID) and kills it after 5s.
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func start(name string, cmd *exec.Cmd) (*proc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// cpuTicks is utime+stime of pid in clock ticks (USER_HZ, 100 on Linux).
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; fields count from after ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st, nil
+}
+
+const tickSeconds = 0.01
+
+// rssKB is VmRSS of pid.
+func rssKB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			return strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// freePort finds a port free for both UDP and TCP on 127.0.0.1.
+func freePort() (int, error) {
+	for i := 0; i < 20; i++ {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		t, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		_ = u.Close()
+		if err == nil {
+			_ = t.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port")
+}
+
+// waitSTUN polls addr with Binding requests until it answers.
+func waitSTUN(addr netip.AddrPort, p *proc, limit time.Duration) error {
+	c, err := dialUDP(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited", p.name)
+		default:
+		}
+		m := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+		_, _ = c.Write(m.Raw)
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil && stun.IsMessage(buf[:n]) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s did not answer STUN on %s within %s", p.name, addr, limit)
+}
+
+// waitEcho polls a UDP echo peer until it answers.
+func waitEcho(addr netip.AddrPort, p *proc, limit time.Duration) error {
+	c, err := dialUDP(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited", p.name)
+		default:
+		}
+		_, _ = c.Write([]byte("ping"))
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(buf); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s did not echo on %s within %s", p.name, addr, limit)
+}
+
+// traverseServer is a running `traverse serve`.
+type traverseServer struct {
+	*proc
+	udp        netip.AddrPort
+	issuer     string // http://host:port
+	accountSid string
+	authToken  string
+}
+
+func startTraverse(ctx context.Context, bin, dir string, o opts) (*traverseServer, error) {
+	cfg := fmt.Sprintf(`data_dir: %s
+listen:
+  udp: ["127.0.0.1:0"]
+  tcp: ["127.0.0.1:0"]
+  tls: []
+relay:
+  public_ip: 127.0.0.1
+  bind_ip: 127.0.0.1
+  ports: {min: %d, max: %d}
+  peers:
+    allow_loopback: true
+  quota: {per_user: 0, total: 0}
+  udp_sockets: %d
+  drain_timeout: 1s
+auth:
+  secrets: [%s]
+issuer:
+  listen: 127.0.0.1:0
+  public_host: 127.0.0.1
+metrics:
+  listen: 127.0.0.1:0
+log:
+  format: json
+  level: info
+`, dir, o.traversePorts[0], o.traversePorts[1], o.threads, o.secret)
+	path := filepath.Join(dir, "traverse.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, bin, "accounts", "create", "--friendly-name", "bench", "--json", "-c", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("traverse accounts create: %w", err)
+	}
+	var acct struct {
+		Sid       string `json:"sid"`
+		AuthToken string `json:"auth_token"`
+	}
+	if err := json.Unmarshal(out, &acct); err != nil {
+		return nil, fmt.Errorf("accounts create printed %q: %w", out, err)
+	}
+
+	cmd := exec.Command(bin, "serve", "-c", path)
+	logf, err := os.Create(filepath.Join(dir, "traverse.log"))
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = logf
+	p, err := start("traverse", cmd)
+	if err != nil {
+		return nil, err
+	}
+	started := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(stderr, logf))
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "traverse started" {
+				started <- line
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	s := &traverseServer{proc: p, accountSid: acct.Sid, authToken: acct.AuthToken}
+	select {
+	case line := <-started:
+		udp, _ := line["udp"].([]any)
+		if len(udp) == 0 {
+			p.stop()
+			return nil, fmt.Errorf("traverse start-up line has no udp listener: %v", line)
+		}
+		s.udp, err = netip.ParseAddrPort(fmt.Sprint(udp[0]))
+		if err != nil {
+			p.stop()
+			return nil, err
+		}
+		s.issuer = "http://" + fmt.Sprint(line["issuer"])
+	case <-p.done:
+		b, _ := os.ReadFile(filepath.Join(dir, "traverse.log"))
+		return nil, fmt.Errorf("traverse serve exited:\n%s", b)
+	case <-time.After(30 * time.Second):
+		p.stop()
+		return nil, errors.New("traverse serve did not start in 30s")
+	}
+	return s, waitSTUN(s.udp, p, 10*time.Second)
+}
+
+// startCoturn runs Debian's turnserver with the settings traverse gets.
+func startCoturn(dir string, o opts) (*proc, netip.AddrPort, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	cmd := exec.Command("turnserver", "-n",
+		"--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1",
+		"--listening-port", strconv.Itoa(port),
+		"--use-auth-secret", "--static-auth-secret="+o.secret, "--realm", "traverse",
+		"--allow-loopback-peers",
+		"--min-port", strconv.Itoa(o.coturnPorts[0]), "--max-port", strconv.Itoa(o.coturnPorts[1]),
+		"--relay-threads", strconv.Itoa(o.threads),
+		"--no-dtls", "--no-tls", "--no-cli",
+		"--simple-log", "--log-file", filepath.Join(dir, "coturn.log"),
+		"--pidfile", filepath.Join(dir, "coturn.pid"),
+	)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	p, err := start("coturn", cmd)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+	if err := waitSTUN(addr, p, 10*time.Second); err != nil {
+		p.stop()
+		return nil, addr, fmt.Errorf("%w\n%s", err, out.String())
+	}
+	return p, addr, nil
+}
+
+// startPeer runs coturn's turnutils_peer, a UDP echo server in C.
+func startPeer() (*proc, netip.AddrPort, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	cmd := exec.Command("turnutils_peer", "-L", "127.0.0.1", "-p", strconv.Itoa(port))
+	p, err := start("turnutils_peer", cmd)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+	if err := waitEcho(addr, p, 10*time.Second); err != nil {
+		p.stop()
+		return nil, addr, err
+	}
+	return p, addr, nil
+}
+
+// startForwarder runs this program's `forward` mode as its own process, so
+// its CPU is measured like a server's.
+func startForwarder(peer netip.AddrPort) (*proc, netip.AddrPort, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	cmd := exec.Command(self, "forward", peer.String())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	cmd.Stderr = os.Stderr
+	p, err := start("forwarder", cmd)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		p.stop()
+		return nil, netip.AddrPort{}, fmt.Errorf("forwarder: %w", err)
+	}
+	addr, err := netip.ParseAddrPort(strings.TrimSpace(line))
+	if err != nil {
+		p.stop()
+		return nil, addr, err
+	}
+	return p, addr, waitEcho(addr, p, 10*time.Second)
+}
+
+// forward is the trivial Go UDP forwarder: one listener socket read by one
+// goroutine; each client gets a connected upstream socket to the peer and a
+// goroutine that copies the peer's answers back.
+func forward(peer string) error {
+	to, err := netip.ParseAddrPort(peer)
+	if err != nil {
+		return err
+	}
+	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	_ = l.SetReadBuffer(4 << 20)
+	_ = l.SetWriteBuffer(4 << 20)
+	fmt.Println(l.LocalAddr().String())
+	up := map[netip.AddrPort]*net.UDPConn{}
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := l.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		c, ok := up[from]
+		if !ok {
+			if c, err = dialUDP(to); err != nil {
+				return err
+			}
+			up[from] = c
+			go func(c *net.UDPConn, client netip.AddrPort) {
+				b := make([]byte, 2048)
+				for {
+					n, err := c.Read(b)
+					if err != nil {
+						return
+					}
+					_, _ = l.WriteToUDPAddrPort(b[:n], client)
+				}
+			}(c, from)
+		}
+		_, _ = c.Write(buf[:n])
+	}
+}
