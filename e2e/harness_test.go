@@ -71,6 +71,9 @@ type Options struct {
 	DenyLoopback bool
 	// Drain is relay.drain_timeout; default 1s.
 	Drain time.Duration
+	// CORSOrigins is issuer.cors_origins: origins whose pages may call
+	// POST /v1/ice-servers.
+	CORSOrigins []string
 }
 
 // Start writes a loopback config, creates an account with the CLI, starts
@@ -97,12 +100,13 @@ relay:
 issuer:
   listen: 127.0.0.1:0
   public_host: 127.0.0.1
+  cors_origins: [%s]
 metrics:
   listen: 127.0.0.1:0
 log:
   format: json
   level: debug
-`, dir, !o.DenyLoopback, drain)
+`, dir, !o.DenyLoopback, drain, strings.Join(o.CORSOrigins, ", "))
 	if o.TLS {
 		cert, key := WriteCert(t, dir)
 		cfg += fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", cert, key)
