@@ -99,19 +99,43 @@ func listenTCP(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-// udpListener decorates a listener socket: while several secrets are
-// configured it keeps a copy of each signed request for the AuthHandler.
+// udpListener decorates a listener socket: it reads in recvmmsg batches and
+// writes with raw non-blocking calls (see rawSocket), and while several
+// secrets are configured it keeps a copy of each signed request for the
+// AuthHandler.
 type udpListener struct {
 	*net.UDPConn
-	s *Server
+	s     *Server
+	batch *mmsgReader
+	raw   *rawSocket
+}
+
+func newUDPListener(s *Server, c *net.UDPConn) (*udpListener, error) {
+	batch, err := newMmsgReader(c)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := newRawSocket(c)
+	if err != nil {
+		return nil, err
+	}
+	return &udpListener{UDPConn: c, s: s, batch: batch, raw: raw}, nil
 }
 
 func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := u.UDPConn.ReadFrom(p)
+	n, addr, err := u.batch.ReadFrom(p)
 	if err == nil && u.s.multiSecret.Load() {
 		u.s.signed.observe(srcKey(addr), p[:n])
 	}
 	return n, addr, err
+}
+
+// WriteTo sends pion's responses and relayed data to a client.
+func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		return u.raw.writeTo(p, ua)
+	}
+	return u.UDPConn.WriteTo(p, addr)
 }
 
 // streamListener hands pion TCP (or sniffed TLS) connections wrapped in a

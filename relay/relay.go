@@ -142,7 +142,11 @@ func New(opts Options) (_ *Server, err error) {
 		}
 		for _, c := range conns {
 			s.closers = append(s.closers, c.Close)
-			pcs = append(pcs, turn.PacketConnConfig{PacketConn: &udpListener{c, s}, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+			ul, err := newUDPListener(s, c)
+			if err != nil {
+				return nil, err
+			}
+			pcs = append(pcs, turn.PacketConnConfig{PacketConn: ul, RelayAddressGenerator: gen, PermissionHandler: s.permit})
 		}
 		s.addrs.UDP = append(s.addrs.UDP, conns[0].LocalAddr())
 	}

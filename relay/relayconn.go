@@ -13,6 +13,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// relaySocketBuffer is the receive buffer asked for on each relay socket.
+const relaySocketBuffer = 1 << 20
+
 var errTCPRelayUnsupported = errors.New("TCP relay allocations (RFC 6062) are not supported")
 
 // addressGenerator is the RelayAddressGenerator we hand pion: it binds relay
@@ -34,7 +37,13 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 		if err != nil {
 			return nil, nil, err
 		}
-		rc := s.newRelayConn(conn)
+		// Room for a burst from the peer: kernel memory, used only when filled.
+		_ = conn.SetReadBuffer(relaySocketBuffer)
+		rc, err := s.newRelayConn(conn)
+		if err != nil {
+			_ = conn.Close()
+			return nil, nil, err
+		}
 		return rc, rc.advertised, nil
 	}
 	if requestedPort != 0 {
@@ -62,6 +71,7 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 // (WriteTo: client -> peer).
 type relayConn struct {
 	*net.UDPConn
+	raw        *rawSocket
 	s          *Server
 	advertised *net.UDPAddr
 	key        string // advertised address, as pion reports it in events
@@ -77,9 +87,13 @@ type relayConn struct {
 	closed   sync.Once
 }
 
-func (s *Server) newRelayConn(c *net.UDPConn) *relayConn {
+func (s *Server) newRelayConn(c *net.UDPConn) (*relayConn, error) {
+	raw, err := newRawSocket(c)
+	if err != nil {
+		return nil, err
+	}
 	port := c.LocalAddr().(*net.UDPAddr).Port
-	rc := &relayConn{UDPConn: c, s: s, advertised: &net.UDPAddr{IP: s.publicIP, Port: port}}
+	rc := &relayConn{UDPConn: c, raw: raw, s: s, advertised: &net.UDPAddr{IP: s.publicIP, Port: port}}
 	rc.key = rc.advertised.String()
 	if bw := s.state.Load().bandwidth; bw > 0 {
 		// A burst of a quarter second, at least one full datagram.
@@ -90,14 +104,14 @@ func (s *Server) newRelayConn(c *net.UDPConn) *relayConn {
 	s.relaysMu.Lock()
 	s.relays[rc.key] = rc
 	s.relaysMu.Unlock()
-	return rc
+	return rc, nil
 }
 
 // ReadFrom returns the next datagram from a peer that the bandwidth cap lets
 // through.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.UDPConn.ReadFrom(p)
+		n, addr, err := c.raw.readFrom(p)
 		if err != nil {
 			return n, addr, err
 		}
@@ -126,7 +140,7 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.s.metrics.droppedToPeer.Inc()
 		return len(p), nil
 	}
-	n, err := c.UDPConn.WriteTo(p, addr)
+	n, err := c.raw.writeTo(p, ua)
 	if err == nil {
 		c.s.metrics.packetsToPeer.Inc()
 		c.s.metrics.bytesToPeer.Add(float64(n))
