@@ -133,6 +133,11 @@ func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
 // WriteTo sends pion's responses and relayed data to a client.
 func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if ua, ok := addr.(*net.UDPAddr); ok {
+		if isErrorResponse(p) {
+			n := len(p)
+			_, err := u.raw.writeTo(u.s.unauthorized(p, srcKey(addr)), ua)
+			return n, err
+		}
 		return u.raw.writeTo(p, ua)
 	}
 	return u.UDPConn.WriteTo(p, addr)
@@ -267,4 +272,14 @@ func (c *streamConn) Read(b []byte) (int, error) {
 		c.tap.feed(b[:n])
 	}
 	return n, err
+}
+
+// Write sends pion's responses and relayed data to the client.
+func (c *streamConn) Write(b []byte) (int, error) {
+	if isErrorResponse(b) {
+		n := len(b)
+		_, err := c.Conn.Write(c.s.unauthorized(b, c.key))
+		return n, err
+	}
+	return c.Conn.Write(b)
 }

@@ -79,6 +79,7 @@ type Server struct {
 	multiSecret atomic.Bool
 	draining    atomic.Bool
 	signed      signedRequests
+	refusals    refusals
 	allocs      *allocTable
 
 	relaysMu sync.Mutex
