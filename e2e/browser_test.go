@@ -350,8 +350,8 @@ func TestBrowserICEFailures(t *testing.T) {
 			}
 			errs := map[int]bool{}
 			for _, e := range s.CandidateErrors {
-				// pion/turn answers a refused credential with 400, not 401.
-				if e.ErrorCode >= 400 && e.ErrorCode < 500 && e.URL == turnURI(in, "udp") {
+				// The relay answers a refused credential with 401 (RFC 8656).
+				if e.ErrorCode == 401 && e.URL == turnURI(in, "udp") {
 					errs[e.PC] = true
 				}
 			}
@@ -366,7 +366,7 @@ func TestBrowserICEFailures(t *testing.T) {
 					t.Errorf("relay candidates with a refused credential: %+v", s.LocalCandidates)
 				}
 				if !errs[1] || !errs[2] {
-					t.Errorf("want a 4xx icecandidateerror for %s on both sides, got %+v", turnURI(in, "udp"), s.CandidateErrors)
+					t.Errorf("want a 401 icecandidateerror for %s on both sides, got %+v", turnURI(in, "udp"), s.CandidateErrors)
 				}
 			}
 		})
