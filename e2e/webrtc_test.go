@@ -537,11 +537,9 @@ func TestWebRTCGoFailures(t *testing.T) {
 // runGoPeersFailing connects two relay-only peers with fast ICE timers and
 // returns their ICE states once both have failed or connected, or ctx ends.
 //
-// With a refused credential each peer's gathering takes about 8 s: pion/turn
-// v4's server answers the Allocate with a 400 that has no MESSAGE-INTEGRITY,
-// and pion/turn v5's client (in pion/ice) drops unsigned error responses other
-// than 401 and 438, so it retransmits until it gives up (7 tries, each
-// counted by traverse).
+// A refused credential fails at once: the relay answers 401 (pion/turn v4
+// alone would send an unsigned 400, which pion/ice's client drops and
+// retransmits for about 8 s).
 func runGoPeersFailing(ctx context.Context, servers []webrtc.ICEServer) ([2]webrtc.ICEConnectionState, error) {
 	var states [2]webrtc.ICEConnectionState
 	var pcs [2]*webrtc.PeerConnection
