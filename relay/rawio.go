@@ -76,7 +76,7 @@ func (s *rawSocket) readFrom(p []byte) (int, net.Addr, error) {
 		return 0, nil, errBadSockaddr
 	}
 	if s.lastSrc == nil || s.lastSrc.Port != int(ap.Port()) || !equalIP(s.lastSrc.IP, ap.Addr()) {
-		s.lastSrc = net.UDPAddrFromAddrPort(ap)
+		s.lastSrc = udpAddr(ap)
 	}
 	return s.rn, s.lastSrc, nil
 }
@@ -170,11 +170,14 @@ func decodeSockaddr(b []byte) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
+// udpAddr builds a *net.UDPAddr with a 16-byte IP: pion calls IP.To16 on
+// every packet's address, which allocates for the 4-byte form.
+func udpAddr(ap netip.AddrPort) *net.UDPAddr {
+	a16 := ap.Addr().As16()
+	return &net.UDPAddr{IP: net.IP(a16[:]), Port: int(ap.Port())}
+}
+
 func equalIP(ip net.IP, a netip.Addr) bool {
-	if a.Is4() {
-		ip4 := ip.To4()
-		return ip4 != nil && [4]byte(ip4) == a.As4()
-	}
 	return len(ip) == 16 && [16]byte(ip) == a.As16()
 }
 
@@ -267,7 +270,7 @@ func (r *mmsgReader) ReadFrom(p []byte) (int, net.Addr, error) {
 		if len(r.addrs) >= maxCachedAddrs {
 			clear(r.addrs)
 		}
-		addr = net.UDPAddrFromAddrPort(ap)
+		addr = udpAddr(ap)
 		r.addrs[ap] = addr
 	}
 	return copy(p, r.bufs[i][:r.hdrs[i].Len]), addr, nil
