@@ -11,12 +11,17 @@ import (
 	"github.com/traverse/traverse/auth"
 )
 
-// postICEServers POSTs to /v1/ice-servers with a bearer token and returns
-// the status and body.
+// appOrigin is the web page's origin in the browser-style requests.
+const appOrigin = "https://app.example.test"
+
+// postICEServers POSTs to /v1/ice-servers with a bearer token from the
+// app's origin, as a browser would, checks the CORS answer, and returns the
+// status and body.
 func postICEServers(t *testing.T, in *Instance, token string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, in.Issuer+"/v1/ice-servers", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Origin", appOrigin)
 	client := HTTPClient()
 	defer client.CloseIdleConnections()
 	res, err := client.Do(req)
@@ -25,6 +30,9 @@ func postICEServers(t *testing.T, in *Instance, token string) (int, []byte) {
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != appOrigin {
+		t.Errorf("Access-Control-Allow-Origin = %q, want %q", got, appOrigin)
+	}
 	return res.StatusCode, body
 }
 
@@ -33,7 +41,7 @@ func postICEServers(t *testing.T, in *Instance, token string) (int, []byte) {
 // that allocates on the same process's relay and expires with the token;
 // once the key is deleted the same token is refused with 20151.
 func TestICEServersAllocateOnRelay(t *testing.T) {
-	in := Start(t, Options{})
+	in := Start(t, Options{CORSOrigins: []string{appOrigin}})
 	var key struct {
 		Sid    string `json:"sid"`
 		Secret string `json:"secret"`
