@@ -91,7 +91,7 @@ func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*data
 				dc.f = rawFramer{}
 			} else {
 				var tc *turnClient
-				if tc, err = newTURNClient(t.addr, o.secret, fmt.Sprintf("load%d", i)); err == nil {
+				if tc, err = allocateTURN(t.addr, o.secret, fmt.Sprintf("load%d", i)); err == nil {
 					dc.tc, dc.conn = tc, tc.conn
 					err = setupTURN(tc, i, peer, spec.mode, dc)
 				}
@@ -117,9 +117,6 @@ func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*data
 }
 
 func setupTURN(tc *turnClient, i int, peer netip.AddrPort, mode string, dc *dataClient) error {
-	if err := tc.allocate(); err != nil {
-		return err
-	}
 	if err := tc.permit(peer); err != nil {
 		return err
 	}
@@ -335,13 +332,7 @@ func runAlloc(t target, o opts, n, conc int, limit time.Duration) (allocResult, 
 				if i > int64(n) {
 					return
 				}
-				tc, err := newTURNClient(t.addr, o.secret, "alloc")
-				if err == nil {
-					err = tc.allocate()
-					if err != nil {
-						_ = tc.Close()
-					}
-				}
+				tc, err := allocateTURN(t.addr, o.secret, "alloc")
 				if err != nil {
 					bad.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())

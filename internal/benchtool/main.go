@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log"
 	"net/netip"
 	"os"
@@ -151,6 +152,13 @@ func run(ctx context.Context, o opts) (err error) {
 			pair = []target{cot, trav}
 		}
 		log.Printf("round %d/%d: %s first", round+1, o.rounds, pair[0].name)
+		for _, p := range []*proc{e.trav.proc, e.coturn, e.fwd, e.peer} {
+			select {
+			case <-p.done:
+				return fmt.Errorf("%s (pid %d) exited during the run", p.name, p.pid())
+			default:
+			}
+		}
 		for _, spec := range specs {
 			targets := pair
 			if spec.mode == "channel" {
@@ -162,7 +170,8 @@ func run(ctx context.Context, o opts) (err error) {
 				}
 				r, err := runData(t, o, e.peerAddr, spec)
 				if err != nil {
-					return err
+					rep.failed(t.name, spec.String(), err)
+					continue
 				}
 				log.Printf("  %-9s %-32s cpu %6.2f µs/msg  loss %5.2f%%  %8.0f msg/s  rtt p50 %6.0f µs p99 %6.0f µs",
 					t.name, spec, r.CPUMicros, r.LossPct, r.MsgPerSec, r.P50Micros, r.P99Micros)
@@ -172,7 +181,8 @@ func run(ctx context.Context, o opts) (err error) {
 		for _, t := range pair {
 			r, err := runUclient(ctx, t, o, e.peerAddr, o.ucClients, o.ucN, 100, 5)
 			if err != nil {
-				return err
+				rep.failed(t.name, "turnutils_uclient", err)
+				continue
 			}
 			log.Printf("  %-9s turnutils_uclient %d×%d, 100 B every 5 ms: cpu %.2f µs/msg loss %.2f%%", t.name, o.ucClients, o.ucN, r.CPUMicros, r.LossPct)
 			rep.addUclient(t.name, r)
@@ -180,7 +190,8 @@ func run(ctx context.Context, o opts) (err error) {
 		for _, t := range pair {
 			r, err := runAlloc(t, o, o.allocN, 16, 10*time.Second)
 			if err != nil {
-				return err
+				rep.failed(t.name, "allocations", err)
+				continue
 			}
 			log.Printf("  %-9s allocations: %d ok, %d errors, %.0f/s, %.1f KB RSS each %s", t.name, r.Allocations, r.Errors, r.PerSec, r.RSSPerAllocK, r.FirstError)
 			rep.addAlloc(t.name, r)
@@ -188,14 +199,16 @@ func run(ctx context.Context, o opts) (err error) {
 		for _, t := range pair {
 			r, err := runBinding(t, o.bindingDur)
 			if err != nil {
-				return err
+				rep.failed(t.name, "STUN Binding", err)
+				continue
 			}
 			log.Printf("  %-9s STUN Binding: %.0f/s", t.name, r)
 			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
 		}
 		ir, err := runIssuer(ctx, e.trav, dir, o.issuerDur)
 		if err != nil {
-			return err
+			rep.failed("traverse", "issuer", err)
+			continue
 		}
 		log.Printf("  issuer: %.0f Tokens/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d, socket errors %d", ir.PerSec, ir.P50Millis, ir.P99Millis, ir.Non2xx, ir.Errors)
 		rep.addIssuer(ir)
@@ -204,6 +217,14 @@ func run(ctx context.Context, o opts) (err error) {
 	rep.finish()
 	log.Printf("done in %s", time.Since(began).Round(time.Second))
 	return rep.write(o)
+}
+
+// failed logs a measurement that could not be taken; the run goes on
+// (machines are noisy, and CI must complete), the report lacks that sample,
+// and the server processes are checked at the next step.
+func (r *report) failed(tgt, what string, err error) {
+	log.Printf("  %-9s %s: FAILED: %v", tgt, what, err)
+	r.Failures = append(r.Failures, fmt.Sprintf("%s, %s: %v", tgt, what, err))
 }
 
 // dataSpecs is the matrix of relayed-data scenarios.

@@ -46,6 +46,8 @@ type report struct {
 	Duration string  `json:"load_duration"`
 	Seconds  float64 `json:"seconds"`
 	Rows     []*row  `json:"rows"`
+	// Failures are measurements that could not be taken.
+	Failures []string `json:"failures,omitempty"`
 }
 
 var targetOrder = []string{"traverse", "coturn", "forwarder", "ping-pong"}
@@ -278,6 +280,12 @@ func (r *report) markdown(o opts) string {
 	b.WriteString(r.targets())
 	b.WriteString("\n## All figures\n\n")
 	b.WriteString(r.table())
+	if len(r.Failures) > 0 {
+		b.WriteString("\nMeasurements that failed in this run:\n\n")
+		for _, f := range r.Failures {
+			fmt.Fprintf(&b, "- %s\n", f)
+		}
+	}
 	b.WriteString(`
 ## How it is measured
 

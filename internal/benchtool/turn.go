@@ -56,6 +56,29 @@ func newTURNClient(server netip.AddrPort, secret string, user string) (*turnClie
 
 func (c *turnClient) Close() error { return c.conn.Close() }
 
+// allocateTURN opens a client and allocates. A 437 (allocation mismatch)
+// means the kernel gave us a source port whose 5-tuple still holds an
+// allocation from an earlier run: that is the load generator's artefact, so
+// it retries from a new socket.
+func allocateTURN(server netip.AddrPort, secret, user string) (*turnClient, error) {
+	var err error
+	for try := 0; try < 5; try++ {
+		var c *turnClient
+		if c, err = newTURNClient(server, secret, user); err != nil {
+			return nil, err
+		}
+		if err = c.allocate(); err == nil {
+			return c, nil
+		}
+		_ = c.Close()
+		var se *stunError
+		if !errors.As(err, &se) || se.code != stun.CodeAllocMismatch {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
 // request sends a signed request (after the 401 that gives realm and nonce)
 // and returns the success response.
 func (c *turnClient) request(method stun.Method, setters ...stun.Setter) (*stun.Message, error) {
