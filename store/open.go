@@ -17,9 +17,9 @@ var (
 	drivers   = map[string]OpenFunc{}
 )
 
-// Register makes a backend available to Open under a DSN scheme ("sqlite").
-// Backends call it from init, so a program links one in with an import (the
-// traverse command imports store/sqlite).
+// Register makes a backend available to Open under a DSN scheme ("sqlite",
+// "postgres"). Backends call it from init, so a program links one in with an
+// import (the traverse command imports store/sqlite and store/postgres).
 func Register(scheme string, open OpenFunc) {
 	driversMu.Lock()
 	defer driversMu.Unlock()
@@ -30,15 +30,15 @@ func Register(scheme string, open OpenFunc) {
 }
 
 // Open opens the store named by dsn: "sqlite:PATH" for the embedded SQLite
-// backend. PostgreSQL ("postgres://…") is not built yet and gives
-// ErrUnsupported. Migrations run before Open returns.
+// backend, a "postgres://" or "postgresql://" URL for the PostgreSQL backend
+// (registered as "postgres"). Migrations run before Open returns.
 func Open(ctx context.Context, dsn string, key []byte) (Store, error) {
 	var scheme string
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		scheme = "sqlite"
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return nil, fmt.Errorf("%w: the PostgreSQL store is not built yet; use sqlite:PATH", ErrUnsupported)
+		scheme = "postgres"
 	default:
 		return nil, fmt.Errorf("%w: want sqlite:PATH or postgres://…", ErrUnsupported)
 	}

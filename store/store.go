@@ -1,6 +1,6 @@
 // Package store keeps traverse's accounts and API keys. Store is the interface
-// the issuer uses; store/sqlite is the embedded default behind it and a
-// PostgreSQL implementation can satisfy the same interface later. Secrets that
+// the issuer uses; store/sqlite is the embedded default behind it and
+// store/postgres lets several nodes share one database. Secrets that
 // must stay recoverable (account auth tokens and API-key secrets, which sign
 // and verify HMAC tokens) are encrypted at rest with AES-256-GCM under a key
 // kept outside the database (see LoadOrCreateKey and Cipher).

@@ -145,9 +145,12 @@ func TestCipher(t *testing.T) {
 
 func TestOpenDSN(t *testing.T) {
 	key := make([]byte, 32)
-	for _, dsn := range []string{"postgres://u:p@h/db", "postgresql://h/db"} {
+	// This package's tests link no backend: the error says what to import,
+	// and never shows the DSN's password.
+	for _, dsn := range []string{"postgres://u:pw-not-shown@h/db", "postgresql://h/db"} {
 		_, err := store.Open(context.Background(), dsn, key)
-		if !errors.Is(err, store.ErrUnsupported) || !strings.Contains(err.Error(), "not built yet") {
+		if !errors.Is(err, store.ErrUnsupported) || !strings.Contains(err.Error(), "store/postgres") ||
+			strings.Contains(err.Error(), "pw-not-shown") {
 			t.Fatalf("%s: got %v", dsn, err)
 		}
 	}
