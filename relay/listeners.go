@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,11 @@ const (
 	// sniffTimeout bounds the wait for a TLS client's first byte and handshake.
 	sniffTimeout = 10 * time.Second
 )
+
+// maxStreamConns bounds the open connections of one TCP/TLS listener, so a
+// connection flood costs a bounded number of goroutines and descriptors. A
+// variable so that a test can lower it.
+var maxStreamConns = 16384
 
 // network picks "udp4"/"udp6" (or tcp) from the host, so 0.0.0.0:3478 and
 // [::]:3478 can both be bound.
@@ -156,10 +162,13 @@ type streamListener struct {
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
+	open   atomic.Int64 // connections accepted and not yet closed
+	max    int64
 }
 
 func newStreamListener(s *Server, l net.Listener, tlsCfg *tls.Config) *streamListener {
-	sl := &streamListener{Listener: l, s: s, tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{})}
+	sl := &streamListener{Listener: l, s: s, tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{}),
+		max: int64(s.maxStreamConns)}
 	sl.wg.Add(1)
 	go sl.acceptLoop()
 	return sl
@@ -178,6 +187,12 @@ func (sl *streamListener) acceptLoop() {
 			sl.once.Do(func() { close(sl.done) })
 			return
 		}
+		if sl.open.Add(1) > sl.max {
+			sl.open.Add(-1)
+			sl.s.metrics.streamRejected.Inc()
+			_ = c.Close()
+			continue
+		}
 		sl.wg.Add(1)
 		go func() {
 			defer sl.wg.Done()
@@ -193,7 +208,7 @@ func (sl *streamListener) prepare(c net.Conn) {
 		br := bufio.NewReaderSize(c, 1600)
 		first, err := br.Peek(1)
 		if err != nil {
-			_ = c.Close()
+			sl.drop(c)
 			return
 		}
 		conn = &peekedConn{Conn: c, r: br}
@@ -204,14 +219,14 @@ func (sl *streamListener) prepare(c net.Conn) {
 				if ce := sl.s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
 					ce.Write(zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
 				}
-				_ = c.Close()
+				sl.drop(c)
 				return
 			}
 			conn = tc
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
-	sc := &streamConn{Conn: conn, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now()}
+	sc := &streamConn{Conn: conn, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(), release: func() { sl.open.Add(-1) }}
 	sc.tap.onFrame = func(b []byte) {
 		if sl.s.multiSecret.Load() {
 			sl.s.signed.observe(sc.key, b)
@@ -220,8 +235,14 @@ func (sl *streamListener) prepare(c net.Conn) {
 	select {
 	case sl.conns <- sc:
 	case <-sl.done:
-		_ = c.Close()
+		_ = sc.Close()
 	}
+}
+
+// drop closes a connection that never reached pion.
+func (sl *streamListener) drop(c net.Conn) {
+	_ = c.Close()
+	sl.open.Add(-1)
 }
 
 // Accept returns the next prepared connection.
@@ -259,6 +280,15 @@ type streamConn struct {
 	key      string
 	accepted time.Time
 	tap      streamTap
+	release  func() // frees the listener's connection slot, once
+	closed   sync.Once
+}
+
+// Close closes the connection and frees its slot.
+func (c *streamConn) Close() error {
+	err := c.Conn.Close()
+	c.closed.Do(c.release)
+	return err
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {

@@ -31,6 +31,7 @@ type metrics struct {
 	bandwidthDropped   *prometheus.CounterVec // direction
 	expiredTornDown    prometheus.Counter
 	tlsHandshakeFailed prometheus.Counter
+	streamRejected     prometheus.Counter
 
 	// Hot-path children resolved once.
 	bytesToPeer, bytesFromPeer     prometheus.Counter
@@ -77,6 +78,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_expired_allocations_closed_total", Help: "Allocations closed because their credential expired (auth.strict_expiry)."}),
 		tlsHandshakeFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
+		streamRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_stream_connections_rejected_total", Help: "TCP/TLS connections closed at accept because the listener was full."}),
 	}
 	for _, r := range authResults {
 		m.auth.WithLabelValues(r)
@@ -97,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed)
+			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected)
 	}
 	return m
 }

@@ -85,6 +85,9 @@ type Server struct {
 	relaysMu sync.Mutex
 	relays   map[string]*relayConn // by advertised address
 
+	// maxStreamConns bounds each TCP/TLS listener's open connections.
+	maxStreamConns int
+
 	turn     *turn.Server
 	addrs    Addrs
 	closers  []func() error
@@ -114,6 +117,8 @@ func New(opts Options) (_ *Server, err error) {
 		allocs:  newAllocTable(),
 		relays:  map[string]*relayConn{},
 		stop:    make(chan struct{}),
+
+		maxStreamConns: maxStreamConns,
 	}
 	defer func() {
 		if err != nil {

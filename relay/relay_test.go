@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/turn/v4"
 	"go.uber.org/goleak"
 
 	"github.com/traverse/traverse/auth"
@@ -270,4 +271,51 @@ func TestConcurrentAllocations(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestStreamConnectionCap: a TCP listener holds at most maxStreamConns
+// connections; extra ones are closed at accept and counted, and a freed slot
+// serves the next client.
+func TestStreamConnectionCap(t *testing.T) {
+	defer func(n int) { maxStreamConns = n }(maxStreamConns)
+	maxStreamConns = 3
+	r := startRelay(t, testConfig(), false)
+	var idle []net.Conn
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp4", r.Addrs().TCP[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	waitFor(t, "two rejections", 3*time.Second, func() bool {
+		return r.metric(t, "traverse_relay_stream_connections_rejected_total", "") == 2
+	})
+	for _, c := range idle {
+		_ = c.Close()
+	}
+	cred := mint(t, testSecret, "after-flood", time.Hour)
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		conn, derr := net.Dial("tcp4", r.Addrs().TCP[0].String())
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		var c *turn.Client
+		if c, err = makeClient(turn.NewSTUNConn(conn), r.Addrs().TCP[0], cred.Username, cred.Password); err == nil {
+			var rc net.PacketConn
+			rc, err = c.Allocate()
+			if err == nil {
+				_ = rc.Close()
+			}
+			c.Close()
+		}
+		_ = conn.Close()
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no allocation after the flood's connections closed: %v", err)
 }
