@@ -12,7 +12,8 @@ import (
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/issuer"
 	"github.com/traverse/traverse/store"
-	_ "github.com/traverse/traverse/store/sqlite" // the embedded default store
+	_ "github.com/traverse/traverse/store/postgres" // the shared store for several nodes
+	_ "github.com/traverse/traverse/store/sqlite"   // the embedded default store
 )
 
 // withIssuer opens the store named by the loaded config (-c/--config or
