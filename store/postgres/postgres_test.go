@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/traverse/traverse/internal/pgtest"
 	"github.com/traverse/traverse/store"
@@ -35,6 +36,11 @@ func TestMain(m *testing.M) {
 	}
 	cluster = c
 	code := m.Run()
+	// Every test closed its stores: no pool goroutine may outlive them.
+	if err := goleak.Find(); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "FAIL: leaked goroutines:", err)
+		code = 1
+	}
 	if err := c.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		code = 1
