@@ -273,13 +273,16 @@ func (s *Server) metricsHandler() http.Handler {
 // logStarted writes the one start-up line with every listener, the
 // advertised relay address and the port range.
 func (s *Server) logStarted() {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.mu.Unlock()
 	fields := []zap.Field{}
 	if s.relay != nil {
 		a := s.relay.Addrs()
 		fields = append(fields,
 			zap.Stringers("udp", a.UDP), zap.Stringers("tcp", a.TCP), zap.Stringers("tls", a.TLS),
 			zap.Stringer("relay_ip", s.relay.PublicIP()),
-			zap.String("relay_ports", strconv.Itoa(s.cfg.Relay.Ports.Min)+"-"+strconv.Itoa(s.cfg.Relay.Ports.Max)))
+			zap.String("relay_ports", strconv.Itoa(cfg.Relay.Ports.Min)+"-"+strconv.Itoa(cfg.Relay.Ports.Max)))
 	}
 	if s.issuer != nil {
 		fields = append(fields, zap.Stringer("issuer", s.issuer.ln.Addr()))
@@ -288,10 +291,10 @@ func (s *Server) logStarted() {
 		fields = append(fields, zap.Stringer("metrics", s.metricsLn.Addr()))
 	}
 	s.log.Info("traverse started", fields...)
-	if s.relay != nil && s.certs == nil && len(s.cfg.Listen.TLS) > 0 {
-		s.log.Info("tls listeners off: set tls.cert and tls.key to serve turns: on " + fmt.Sprint(s.cfg.Listen.TLS))
+	if s.relay != nil && s.certs == nil && len(cfg.Listen.TLS) > 0 {
+		s.log.Info("tls listeners off: set tls.cert and tls.key to serve turns: on " + fmt.Sprint(cfg.Listen.TLS))
 	}
-	if s.relay != nil && s.cfg.Relay.PublicIP == "" {
+	if s.relay != nil && cfg.Relay.PublicIP == "" {
 		s.log.Info("relay.public_ip not set: advertising " + s.relay.PublicIP().String() + "; set it when behind NAT")
 	}
 }
