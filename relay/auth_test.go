@@ -162,11 +162,16 @@ func TestOwnerBinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.username, c.password = mallory.Username, mallory.Password
-	if err := c.refresh(10 * time.Minute); err == nil {
-		t.Fatal("refresh under another username succeeded")
+	if err := c.refresh(10 * time.Minute); errCode(err) != 441 {
+		t.Fatalf("refresh under another username: %v, want 441 Wrong Credentials", err)
 	}
-	if got := r.metric(t, "traverse_relay_auth_total", AuthOwnerMismatch); got != 1 {
-		t.Fatalf("owner_mismatch = %v, want 1", got)
+	// A new Allocate from the same 5-tuple under another username is an
+	// allocation mismatch: the client should move to another port.
+	if _, err := c.allocate(); errCode(err) != 437 {
+		t.Fatalf("allocate on a taken 5-tuple: %v, want 437 Allocation Mismatch", err)
+	}
+	if got := r.metric(t, "traverse_relay_auth_total", AuthOwnerMismatch); got != 2 {
+		t.Fatalf("owner_mismatch = %v, want 2", got)
 	}
 	c.username, c.password = alice.Username, alice.Password
 	if err := c.refresh(10 * time.Minute); err != nil {

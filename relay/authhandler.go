@@ -61,7 +61,7 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 // send a bad credential and must not be able to fill the logs.
 func (s *Server) refuse(reason string, src net.Addr) {
 	s.metrics.auth.WithLabelValues(reason).Inc()
-	s.refusals.mark(srcKey(src), time.Now())
+	s.refusals.mark(srcKey(src), reason == AuthOwnerMismatch, time.Now())
 	if ce := s.log.Check(zap.DebugLevel, "auth refused"); ce != nil {
 		ce.Write(zap.String("reason", reason), zap.Stringer("client", src))
 	}

@@ -23,24 +23,29 @@ const refusalWindow = 2 * time.Second
 
 type refusals struct {
 	mu sync.Mutex
-	m  map[string]time.Time
+	m  map[string]refusal
 }
 
-func (r *refusals) mark(key string, now time.Time) {
+type refusal struct {
+	at       time.Time
+	notOwner bool // the client holds an allocation made under another username
+}
+
+func (r *refusals) mark(key string, notOwner bool, now time.Time) {
 	r.mu.Lock()
 	if r.m == nil || len(r.m) >= maxSignedPending {
-		r.m = map[string]time.Time{}
+		r.m = map[string]refusal{}
 	}
-	r.m[key] = now
+	r.m[key] = refusal{at: now, notOwner: notOwner}
 	r.mu.Unlock()
 }
 
-func (r *refusals) take(key string, now time.Time) bool {
+func (r *refusals) take(key string, now time.Time) (refusal, bool) {
 	r.mu.Lock()
-	at, ok := r.m[key]
+	f, ok := r.m[key]
 	delete(r.m, key)
 	r.mu.Unlock()
-	return ok && now.Sub(at) < refusalWindow
+	return f, ok && now.Sub(f.at) < refusalWindow
 }
 
 // isErrorResponse is a cheap look at an outgoing datagram: a STUN error
@@ -50,10 +55,17 @@ func isErrorResponse(b []byte) bool {
 		binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie
 }
 
-// unauthorized turns pion's 400 for a refused credential into a 401 with
-// REALM and NONCE, as RFC 8489 §9.2 has it. Anything else is returned as is.
+// unauthorized turns pion's 400 for a refused request into the answer RFC
+// 8656 gives: 401 with REALM and NONCE for bad credentials; for a client
+// that holds an allocation made under another username, 437 Allocation
+// Mismatch to an Allocate (it should retry from another port) and 441 Wrong
+// Credentials to anything else. Other responses are returned as they are.
 func (s *Server) unauthorized(b []byte, key string) []byte {
-	if !isErrorResponse(b) || !s.refusals.take(key, time.Now()) {
+	if !isErrorResponse(b) {
+		return b
+	}
+	f, ok := s.refusals.take(key, time.Now())
+	if !ok {
 		return b
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
@@ -61,11 +73,19 @@ func (s *Server) unauthorized(b []byte, key string) []byte {
 	if m.Decode() != nil || code.GetFrom(m) != nil || code.Code != stun.CodeBadRequest {
 		return b
 	}
-	nonce := make([]byte, 16)
-	_, _ = rand.Read(nonce)
-	out, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), m.Type,
-		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized, Reason: []byte("Unauthorized")},
-		stun.NewRealm(s.realm), stun.NewNonce(hex.EncodeToString(nonce)), stun.Fingerprint)
+	setters := []stun.Setter{stun.NewTransactionIDSetter(m.TransactionID), m.Type}
+	switch {
+	case f.notOwner && m.Type.Method == stun.MethodAllocate:
+		setters = append(setters, &stun.ErrorCodeAttribute{Code: stun.CodeAllocMismatch, Reason: []byte("Allocation Mismatch")})
+	case f.notOwner:
+		setters = append(setters, &stun.ErrorCodeAttribute{Code: stun.CodeWrongCredentials, Reason: []byte("Wrong Credentials")})
+	default:
+		nonce := make([]byte, 16)
+		_, _ = rand.Read(nonce)
+		setters = append(setters, &stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized, Reason: []byte("Unauthorized")},
+			stun.NewRealm(s.realm), stun.NewNonce(hex.EncodeToString(nonce)))
+	}
+	out, err := stun.Build(append(setters, stun.Fingerprint)...)
 	if err != nil {
 		return b
 	}
