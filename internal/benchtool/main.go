@@ -194,7 +194,7 @@ func run(ctx context.Context, o opts) (err error) {
 				continue
 			}
 			log.Printf("  %-9s allocations: %d ok, %d errors, %.0f/s, %.1f KB RSS each %s", t.name, r.Allocations, r.Errors, r.PerSec, r.RSSPerAllocK, r.FirstError)
-			rep.addAlloc(t.name, r)
+			rep.addAlloc(t.name, r, round == 0)
 		}
 		for _, t := range pair {
 			r, err := runBinding(t, o.bindingDur)

@@ -56,10 +56,11 @@ func newTURNClient(server netip.AddrPort, secret string, user string) (*turnClie
 
 func (c *turnClient) Close() error { return c.conn.Close() }
 
-// allocateTURN opens a client and allocates. A 437 (allocation mismatch)
-// means the kernel gave us a source port whose 5-tuple still holds an
-// allocation from an earlier run: that is the load generator's artefact, so
-// it retries from a new socket.
+// allocateTURN opens a client and allocates. A 437 (allocation mismatch, from
+// coturn) or a 401 on the signed request (traverse refuses a username other
+// than the one that owns the 5-tuple's allocation) means the kernel gave us a
+// source port whose 5-tuple still holds an allocation from an earlier run:
+// the load generator's artefact, so it retries from a new socket.
 func allocateTURN(server netip.AddrPort, secret, user string) (*turnClient, error) {
 	var err error
 	for try := 0; try < 5; try++ {
@@ -72,7 +73,7 @@ func allocateTURN(server netip.AddrPort, secret, user string) (*turnClient, erro
 		}
 		_ = c.Close()
 		var se *stunError
-		if !errors.As(err, &se) || se.code != stun.CodeAllocMismatch {
+		if !errors.As(err, &se) || (se.code != stun.CodeAllocMismatch && se.code != stun.CodeUnauthorized) {
 			return nil, err
 		}
 	}
