@@ -38,17 +38,21 @@ func LoadOrCreateKey(dataDir, hexKey string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		// Another process created it first: use theirs.
-		return readKeyFile(path)
-	}
+	// Write the key to a temporary file, then link it into place: the link
+	// is atomic, so a process that loses the race to create store.key never
+	// reads a half-written one.
+	f, err := os.CreateTemp(dataDir, ".store.key-*")
 	if err != nil {
+		return nil, fmt.Errorf("store: create key file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("store: create key file: %w", err)
 	}
 	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
 		f.Close()
-		os.Remove(path)
 		return nil, fmt.Errorf("store: write key file: %w", err)
 	}
 	if err := f.Sync(); err != nil {
@@ -57,6 +61,12 @@ func LoadOrCreateKey(dataDir, hexKey string) ([]byte, error) {
 	}
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("store: write key file: %w", err)
+	}
+	if err := os.Link(tmp, path); errors.Is(err, fs.ErrExist) {
+		// Another process created it first: use theirs.
+		return readKeyFile(path)
+	} else if err != nil {
+		return nil, fmt.Errorf("store: create key file: %w", err)
 	}
 	return key, nil
 }
