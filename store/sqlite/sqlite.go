@@ -33,6 +33,9 @@ const maxConns = 8
 type Store struct {
 	db     *sql.DB
 	cipher *store.Cipher
+	// The reads every authentication makes, prepared once: parsing the SQL
+	// was ~40% of an account lookup.
+	getAccount, getKey *sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -79,6 +82,13 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.getAccount, err = db.PrepareContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE sid = ?`); err == nil {
+		s.getKey, err = db.PrepareContext(ctx, `SELECT `+keyCols+` FROM api_keys WHERE sid = ?`)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	return s, nil
 }
 
@@ -96,7 +106,11 @@ func createFile(path string) error {
 }
 
 // Close closes the database; SQLite checkpoints the WAL into the main file.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	_ = s.getAccount.Close()
+	_ = s.getKey.Close()
+	return s.db.Close()
+}
 
 // keyCheckAD binds the key-check value.
 const keyCheckAD = "meta:key_check"
@@ -164,8 +178,7 @@ const accountCols = `sid, friendly_name, auth_token, status, COALESCE(parent_sid
 
 // GetAccount implements store.Store.
 func (s *Store) GetAccount(ctx context.Context, sid string) (store.Account, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE sid = ?`, sid)
-	return s.scanAccount(row)
+	return s.scanAccount(s.getAccount.QueryRowContext(ctx, sid))
 }
 
 // ListAccounts implements store.Store.
@@ -238,7 +251,7 @@ const keyCols = `sid, account_sid, friendly_name, secret, date_created, date_upd
 
 // GetKey implements store.Store.
 func (s *Store) GetKey(ctx context.Context, sid string) (store.Key, error) {
-	return s.scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyCols+` FROM api_keys WHERE sid = ?`, sid))
+	return s.scanKey(s.getKey.QueryRowContext(ctx, sid))
 }
 
 // ListKeys implements store.Store.
