@@ -247,7 +247,6 @@ func isErrCode(err error, code string) bool {
 // client cannot be made to do: refresh on demand, switch usernames on one
 // allocation, use UDP over IPv6.
 type rawClient struct {
-	t                         *testing.T
 	conn                      net.PacketConn
 	server                    net.Addr
 	username, password, realm string
@@ -258,7 +257,17 @@ func newRawClient(t *testing.T, transport string, server net.Addr, username, pas
 	t.Helper()
 	conn := dialClientConn(t, transport, server)
 	t.Cleanup(func() { _ = conn.Close() })
-	return &rawClient{t: t, conn: conn, server: server, username: username, password: password, realm: "traverse"}
+	return &rawClient{conn: conn, server: server, username: username, password: password, realm: "traverse"}
+}
+
+// newRawClientConn is a UDP raw client outside a test (benchmarks); the
+// caller closes its conn.
+func newRawClientConn(server net.Addr, username, password string) *rawClient {
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	return &rawClient{conn: conn, server: server, username: username, password: password, realm: "traverse"}
 }
 
 // stunError is an error response's code.
