@@ -93,12 +93,13 @@ func TestRelayEcho(t *testing.T) {
 				if got := r.metric(t, "traverse_relay_allocations_active", ""); got != 1 {
 					t.Fatalf("allocations_active = %v, want 1", got)
 				}
-				if got := r.metric(t, "traverse_relay_packets_total", dirToPeer); got < 6 {
-					t.Fatalf("packets to peer = %v, want >= 6", got)
-				}
-				if got := r.metric(t, "traverse_relay_bytes_total", dirFromPeer); got < float64(len("by channel data")*5) {
-					t.Fatalf("bytes from peer = %v", got)
-				}
+				// Counted just after the send, so the echo can beat the count.
+				waitFor(t, "6 packets counted to the peer", 2*time.Second, func() bool {
+					return r.metric(t, "traverse_relay_packets_total", dirToPeer) >= 6
+				})
+				waitFor(t, "the echoed bytes counted", 2*time.Second, func() bool {
+					return r.metric(t, "traverse_relay_bytes_total", dirFromPeer) >= float64(len("by channel data")*5)
+				})
 			})
 		}
 	}
