@@ -89,8 +89,12 @@ func TestREADMERunCommand(t *testing.T) {
 			t.Fatalf("no Binding success from 127.0.0.1:3478: %v", err)
 		}
 	}
-	if !strings.Contains(logs.String(), "traverse started") {
-		t.Fatalf("no start-up line:\n%s", logs.String())
+	// The relay answers as soon as it is bound; the start-up line follows.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "traverse started"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no start-up line:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
