@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/traverse/traverse/internal/testnet"
 )
 
 // binary is the traverse built once for the package's tests.
@@ -300,21 +302,5 @@ func (s *syncBuffer) String() string {
 
 // FreeUDPPeer starts a UDP echo peer on loopback.
 func FreeUDPPeer(t *testing.T) net.PacketConn {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close() })
-	return pc
+	return testnet.EchoPeer(t, "udp4", "127.0.0.1:0")
 }

@@ -97,6 +97,14 @@ func TestTokenAllocatesOnRelay(t *testing.T) {
 	if after := in.Metric(`traverse_relay_auth_total{result="bad_password"}`); after <= before {
 		t.Fatalf("bad_password count %v -> %v", before, after)
 	}
+	// At debug level, after good and bad credentials: no secret in the log.
+	logs := in.Logs()
+	for name, secret := range map[string]string{"TURN secret": Secret, "TURN password": tok.Password,
+		"tampered password": "x" + tok.Password[1:], "auth token": in.AuthToken} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log contains the %s", name)
+		}
+	}
 }
 
 // TestExpiredTokenRefused: a credential past its Ttl no longer allocates.

@@ -191,13 +191,18 @@ func (s *Service) authorize(r *http.Request) (Principal, error) {
 	return p, nil
 }
 
-// requireAuthToken refuses API keys where Twilio refuses standard keys: on
-// the Keys and Accounts resources, so a leaked key cannot mint more keys.
-func requireAuthToken(p Principal) error {
-	if p.KeySid != "" {
-		return fmt.Errorf("%w: API keys cannot manage keys or accounts; use the auth token", ErrForbidden)
+// authorizeManager authenticates a request to the Keys and Accounts
+// resources and reads its form. API keys are refused there, as Twilio
+// refuses standard keys, so a leaked key cannot mint more keys.
+func (s *Service) authorizeManager(r *http.Request) (Principal, error) {
+	p, err := s.authorize(r)
+	if err != nil {
+		return p, err
 	}
-	return nil
+	if p.KeySid != "" {
+		return p, fmt.Errorf("%w: API keys cannot manage keys or accounts; use the auth token", ErrForbidden)
+	}
+	return p, parseForm(r)
 }
 
 // parseForm reads the form-encoded body (route has limited it to MaxBodyBytes)
@@ -233,14 +238,8 @@ func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) serveKeys(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.authorize(r)
+	p, err := s.authorizeManager(r)
 	if err != nil {
-		return err
-	}
-	if err := requireAuthToken(p); err != nil {
-		return err
-	}
-	if err := parseForm(r); err != nil {
 		return err
 	}
 	if r.Method == http.MethodPost {
@@ -263,11 +262,8 @@ func (s *Service) serveKeys(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) serveKey(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.authorize(r)
+	p, err := s.authorizeManager(r)
 	if err != nil {
-		return err
-	}
-	if err := requireAuthToken(p); err != nil {
 		return err
 	}
 	keySid := strings.TrimSuffix(r.PathValue("KeySid"), ".json")
@@ -286,14 +282,8 @@ func (s *Service) serveKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) serveAccounts(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.authorize(r)
+	p, err := s.authorizeManager(r)
 	if err != nil {
-		return err
-	}
-	if err := requireAuthToken(p); err != nil {
-		return err
-	}
-	if err := parseForm(r); err != nil {
 		return err
 	}
 	a, err := s.CreateAccount(r.Context(), r.Form.Get("FriendlyName"), p.Account.Sid)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testnet"
 )
 
 const testSecret = "test-secret-0123456789"
@@ -119,23 +120,7 @@ func selfSignedTLS(t *testing.T) *tls.Config {
 
 // echoPeer is a UDP peer on loopback that sends back what it gets.
 func echoPeer(t *testing.T, network, addr string) net.PacketConn {
-	t.Helper()
-	pc, err := net.ListenPacket(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close() })
-	return pc
+	return testnet.EchoPeer(t, network, addr)
 }
 
 // dialClientConn returns the PacketConn a TURN client talks through for the
