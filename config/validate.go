@@ -57,7 +57,7 @@ func (c Config) Validate() error {
 	if len(c.Auth.Secrets) == 0 && len(c.Auth.Users) == 0 {
 		add("auth.secrets", "at least one secret (or a static user) is required")
 	}
-	if c.Issuer.Enabled && len(c.Auth.Secrets) == 0 {
+	if c.Issuer.Enabled && len(c.Auth.Secrets) == 0 && len(c.Auth.Users) > 0 {
 		add("auth.secrets", "the issuer mints TURN REST credentials and needs a secret")
 	}
 	for i, s := range c.Auth.Secrets {
