@@ -64,3 +64,19 @@ func (c *Cipher) Open(sealed []byte, ad string) (string, error) {
 	}
 	return string(pt), nil
 }
+
+// The associated data that binds each sealed value to its place, so a
+// sealed secret copied to another row or column does not open. Every
+// backend seals with these, so their at-rest formats are the same.
+const (
+	// KeyCheckAD binds the marker that tells whether a key opens a database.
+	KeyCheckAD = "meta:key_check"
+	// KeyCheckPlaintext is the marker's clear text.
+	KeyCheckPlaintext = "traverse"
+)
+
+// AuthTokenAD binds an account's sealed auth token to its SID.
+func AuthTokenAD(sid string) string { return "account:" + sid + ":auth_token" }
+
+// KeySecretAD binds an API key's sealed secret to its SID.
+func KeySecretAD(sid string) string { return "key:" + sid + ":secret" }

@@ -55,9 +55,6 @@ var migrations = []string{
 // SchemaVersion is the schema version this build migrates to.
 var SchemaVersion = len(migrations)
 
-// keyCheckAD binds the key-check value (the same as the SQLite store's).
-const keyCheckAD = "meta:key_check"
-
 // migrate applies every migration not yet recorded in schema_migrations and
 // checks the encryption key, all in one transaction holding migrateLock: of
 // several nodes starting at once on one database, one migrates and the others
@@ -112,7 +109,7 @@ func (s *Store) migrate(ctx context.Context) error {
 // does not open it, so a wrong store.encryption_key fails at start-up rather
 // than at the first authentication.
 func (s *Store) checkKey(ctx context.Context, tx pgx.Tx) error {
-	v, err := s.cipher.Seal("traverse", keyCheckAD)
+	v, err := s.cipher.Seal(store.KeyCheckPlaintext, store.KeyCheckAD)
 	if err != nil {
 		return err
 	}
@@ -124,7 +121,7 @@ func (s *Store) checkKey(ctx context.Context, tx pgx.Tx) error {
 	if err := tx.QueryRow(ctx, `SELECT value FROM store_meta WHERE name = 'key_check'`).Scan(&sealed); err != nil {
 		return fmt.Errorf("key check: %w", err)
 	}
-	if _, err := s.cipher.Open(sealed, keyCheckAD); err != nil {
+	if _, err := s.cipher.Open(sealed, store.KeyCheckAD); err != nil {
 		return store.ErrWrongKey
 	}
 	return nil

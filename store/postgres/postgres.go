@@ -101,9 +101,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func authTokenAD(sid string) string { return "account:" + sid + ":auth_token" }
-func keySecretAD(sid string) string { return "key:" + sid + ":secret" }
-
 // CreateAccount implements store.Store.
 func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
 	_, err := s.insertAccount(ctx, a, false)
@@ -118,7 +115,7 @@ func (s *Store) CreateFirstAccount(ctx context.Context, a store.Account) (bool, 
 }
 
 func (s *Store) insertAccount(ctx context.Context, a store.Account, onlyIfEmpty bool) (bool, error) {
-	tok, err := s.cipher.Seal(a.AuthToken, authTokenAD(a.Sid))
+	tok, err := s.cipher.Seal(a.AuthToken, store.AuthTokenAD(a.Sid))
 	if err != nil {
 		return false, err
 	}
@@ -172,7 +169,7 @@ func (s *Store) ListAccounts(ctx context.Context) ([]store.Account, error) {
 
 // UpdateAccount implements store.Store.
 func (s *Store) UpdateAccount(ctx context.Context, a store.Account) error {
-	tok, err := s.cipher.Seal(a.AuthToken, authTokenAD(a.Sid))
+	tok, err := s.cipher.Seal(a.AuthToken, store.AuthTokenAD(a.Sid))
 	if err != nil {
 		return err
 	}
@@ -196,7 +193,7 @@ func (s *Store) scanAccount(r pgx.Row) (store.Account, error) {
 		return store.Account{}, mapErr(err)
 	}
 	var err error
-	if a.AuthToken, err = s.cipher.Open(tok, authTokenAD(a.Sid)); err != nil {
+	if a.AuthToken, err = s.cipher.Open(tok, store.AuthTokenAD(a.Sid)); err != nil {
 		return store.Account{}, fmt.Errorf("postgres: auth token of %s: %w", a.Sid, store.ErrWrongKey)
 	}
 	a.Status = store.Status(status)
@@ -206,7 +203,7 @@ func (s *Store) scanAccount(r pgx.Row) (store.Account, error) {
 
 // CreateKey implements store.Store.
 func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
-	sec, err := s.cipher.Seal(k.Secret, keySecretAD(k.Sid))
+	sec, err := s.cipher.Seal(k.Secret, store.KeySecretAD(k.Sid))
 	if err != nil {
 		return err
 	}
@@ -261,7 +258,7 @@ func (s *Store) scanKey(r pgx.Row) (store.Key, error) {
 		return store.Key{}, mapErr(err)
 	}
 	var err error
-	if k.Secret, err = s.cipher.Open(sec, keySecretAD(k.Sid)); err != nil {
+	if k.Secret, err = s.cipher.Open(sec, store.KeySecretAD(k.Sid)); err != nil {
 		return store.Key{}, fmt.Errorf("postgres: secret of %s: %w", k.Sid, store.ErrWrongKey)
 	}
 	k.DateCreated, k.DateUpdated = cre.UTC(), upd.UTC()

@@ -112,9 +112,6 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// keyCheckAD binds the key-check value.
-const keyCheckAD = "meta:key_check"
-
 // checkKey stores a sealed marker on first start and later refuses a key that
 // does not open it, so a wrong store.encryption_key fails at start-up rather
 // than at the first authentication.
@@ -122,7 +119,7 @@ func (s *Store) checkKey(ctx context.Context) error {
 	var sealed []byte
 	err := s.db.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE name = 'key_check'`).Scan(&sealed)
 	if errors.Is(err, sql.ErrNoRows) {
-		v, err := s.cipher.Seal("traverse", keyCheckAD)
+		v, err := s.cipher.Seal(store.KeyCheckPlaintext, store.KeyCheckAD)
 		if err != nil {
 			return err
 		}
@@ -135,14 +132,11 @@ func (s *Store) checkKey(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	if _, err := s.cipher.Open(sealed, keyCheckAD); err != nil {
+	if _, err := s.cipher.Open(sealed, store.KeyCheckAD); err != nil {
 		return store.ErrWrongKey
 	}
 	return nil
 }
-
-func authTokenAD(sid string) string { return "account:" + sid + ":auth_token" }
-func keySecretAD(sid string) string { return "key:" + sid + ":secret" }
 
 // CreateAccount implements store.Store.
 func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
@@ -156,7 +150,7 @@ func (s *Store) CreateFirstAccount(ctx context.Context, a store.Account) (bool, 
 }
 
 func (s *Store) insertAccount(ctx context.Context, a store.Account, onlyIfEmpty bool) (bool, error) {
-	tok, err := s.cipher.Seal(a.AuthToken, authTokenAD(a.Sid))
+	tok, err := s.cipher.Seal(a.AuthToken, store.AuthTokenAD(a.Sid))
 	if err != nil {
 		return false, err
 	}
@@ -201,7 +195,7 @@ func (s *Store) ListAccounts(ctx context.Context) ([]store.Account, error) {
 
 // UpdateAccount implements store.Store.
 func (s *Store) UpdateAccount(ctx context.Context, a store.Account) error {
-	tok, err := s.cipher.Seal(a.AuthToken, authTokenAD(a.Sid))
+	tok, err := s.cipher.Seal(a.AuthToken, store.AuthTokenAD(a.Sid))
 	if err != nil {
 		return err
 	}
@@ -227,7 +221,7 @@ func (s *Store) scanAccount(r scanner) (store.Account, error) {
 		return store.Account{}, mapErr(err)
 	}
 	var err error
-	if a.AuthToken, err = s.cipher.Open(tok, authTokenAD(a.Sid)); err != nil {
+	if a.AuthToken, err = s.cipher.Open(tok, store.AuthTokenAD(a.Sid)); err != nil {
 		return store.Account{}, fmt.Errorf("sqlite: auth token of %s: %w", a.Sid, store.ErrWrongKey)
 	}
 	a.Status = store.Status(status)
@@ -237,7 +231,7 @@ func (s *Store) scanAccount(r scanner) (store.Account, error) {
 
 // CreateKey implements store.Store.
 func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
-	sec, err := s.cipher.Seal(k.Secret, keySecretAD(k.Sid))
+	sec, err := s.cipher.Seal(k.Secret, store.KeySecretAD(k.Sid))
 	if err != nil {
 		return err
 	}
@@ -292,7 +286,7 @@ func (s *Store) scanKey(r scanner) (store.Key, error) {
 		return store.Key{}, mapErr(err)
 	}
 	var err error
-	if k.Secret, err = s.cipher.Open(sec, keySecretAD(k.Sid)); err != nil {
+	if k.Secret, err = s.cipher.Open(sec, store.KeySecretAD(k.Sid)); err != nil {
 		return store.Key{}, fmt.Errorf("sqlite: secret of %s: %w", k.Sid, store.ErrWrongKey)
 	}
 	k.DateCreated, k.DateUpdated = fromNanos(cre), fromNanos(upd)
