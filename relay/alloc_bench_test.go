@@ -21,12 +21,12 @@ func BenchmarkAllocate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c := newRawClientConn(r.Addrs().UDP[0], cred.Username, cred.Password)
-		if _, err := c.allocate(); err != nil {
+		if _, err := c.Allocate(); err != nil {
 			b.Fatal(err)
 		}
-		if err := c.refresh(0); err != nil {
+		if err := c.Refresh(0); err != nil {
 			b.Fatal(err)
 		}
-		_ = c.conn.Close()
+		_ = c.Conn.Close()
 	}
 }

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -58,7 +57,7 @@ func TestAuthTable(t *testing.T) {
 			t.Run(transport+"/"+c.name, func(t *testing.T) {
 				before := r.metric(t, "traverse_relay_auth_total", c.reason)
 				rc := newRawClient(t, transport, server, c.user, c.pass)
-				_, err := rc.allocate()
+				_, err := rc.Allocate()
 				if c.ok && err != nil {
 					t.Fatalf("allocate: %v", err)
 				}
@@ -105,22 +104,22 @@ func TestExpiryGrace(t *testing.T) {
 	r := startRelayClock(t, testConfig(), clk)
 	cred, _ := auth.Mint([]byte(testSecret), "frank", time.Hour, clk.Now())
 	c := newRawClient(t, "udp", r.Addrs().UDP[0], cred.Username, cred.Password)
-	if _, err := c.allocate(); err != nil {
+	if _, err := c.Allocate(); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(2 * time.Hour)
-	if err := c.refresh(10 * time.Minute); err != nil {
+	if err := c.Refresh(10 * time.Minute); err != nil {
 		t.Fatalf("refresh after expiry: %v (want the allocation to keep refreshing)", err)
 	}
-	if err := c.permit(net.ParseIP("127.0.0.1")); err != nil {
+	if err := c.Permit(loopbackPeer); err != nil {
 		t.Fatalf("create permission after expiry: %v", err)
 	}
 	// The same expired credential cannot open a new allocation.
 	c2 := newRawClient(t, "udp", r.Addrs().UDP[0], cred.Username, cred.Password)
-	if _, err := c2.allocate(); err == nil {
+	if _, err := c2.Allocate(); err == nil {
 		t.Fatal("a new allocation with an expired credential succeeded")
 	}
-	if err := c.refresh(0); err != nil {
+	if err := c.Refresh(0); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	waitFor(t, "allocation deleted", 3*time.Second, func() bool { return r.AllocationCount() == 0 })
@@ -135,14 +134,14 @@ func TestStrictExpiry(t *testing.T) {
 	r := startRelayClock(t, cfg, clk)
 	cred, _ := auth.Mint([]byte(testSecret), "gina", time.Hour, clk.Now())
 	c := newRawClient(t, "udp", r.Addrs().UDP[0], cred.Username, cred.Password)
-	if _, err := c.allocate(); err != nil {
+	if _, err := c.Allocate(); err != nil {
 		t.Fatal(err)
 	}
 	if r.AllocationCount() != 1 {
 		t.Fatal("no allocation")
 	}
 	clk.Advance(2 * time.Hour)
-	if err := c.refresh(10 * time.Minute); err == nil {
+	if err := c.Refresh(10 * time.Minute); err == nil {
 		t.Fatal("refresh after expiry succeeded under strict_expiry")
 	}
 	waitFor(t, "the expired allocation to be closed", 5*time.Second, func() bool { return r.AllocationCount() == 0 })
@@ -158,23 +157,23 @@ func TestOwnerBinding(t *testing.T) {
 	alice := mint(t, testSecret, "alice", time.Hour)
 	mallory := mint(t, testSecret, "mallory", time.Hour)
 	c := newRawClient(t, "udp", r.Addrs().UDP[0], alice.Username, alice.Password)
-	if _, err := c.allocate(); err != nil {
+	if _, err := c.Allocate(); err != nil {
 		t.Fatal(err)
 	}
-	c.username, c.password = mallory.Username, mallory.Password
-	if err := c.refresh(10 * time.Minute); errCode(err) != 441 {
+	c.Username, c.Password = mallory.Username, mallory.Password
+	if err := c.Refresh(10 * time.Minute); errCode(err) != 441 {
 		t.Fatalf("refresh under another username: %v, want 441 Wrong Credentials", err)
 	}
 	// A new Allocate from the same 5-tuple under another username is an
 	// allocation mismatch: the client should move to another port.
-	if _, err := c.allocate(); errCode(err) != 437 {
+	if _, err := c.Allocate(); errCode(err) != 437 {
 		t.Fatalf("allocate on a taken 5-tuple: %v, want 437 Allocation Mismatch", err)
 	}
 	if got := r.metric(t, "traverse_relay_auth_total", AuthOwnerMismatch); got != 2 {
 		t.Fatalf("owner_mismatch = %v, want 2", got)
 	}
-	c.username, c.password = alice.Username, alice.Password
-	if err := c.refresh(10 * time.Minute); err != nil {
+	c.Username, c.Password = alice.Username, alice.Password
+	if err := c.Refresh(10 * time.Minute); err != nil {
 		t.Fatalf("owner's refresh: %v", err)
 	}
 }
@@ -190,14 +189,14 @@ func TestIPv6UDP(t *testing.T) {
 	r := startRelay(t, cfg, false)
 	cred := mint(t, testSecret, "v6", time.Hour)
 	c := newRawClient(t, "udp", r.Addrs().UDP[0], cred.Username, cred.Password)
-	relayed, err := c.allocate()
+	relayed, err := c.Allocate()
 	if err != nil {
 		t.Fatalf("allocate over [::1]: %v", err)
 	}
-	if !relayed.IP.Equal(net.ParseIP("127.0.0.1")) {
+	if relayed.Addr() != loopbackPeer.Addr() {
 		t.Fatalf("relayed %s", relayed)
 	}
-	if err := c.permit(net.ParseIP("127.0.0.1")); err != nil {
+	if err := c.Permit(loopbackPeer); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -231,11 +230,11 @@ func TestReload(t *testing.T) {
 	roundTrip(t, rc, peer.LocalAddr(), "after reload")
 
 	fresh := mint(t, added, "fresh", time.Hour)
-	if _, err := newRawClient(t, "udp", r.Addrs().UDP[0], fresh.Username, fresh.Password).allocate(); err != nil {
+	if _, err := newRawClient(t, "udp", r.Addrs().UDP[0], fresh.Username, fresh.Password).Allocate(); err != nil {
 		t.Fatalf("credential from the added secret: %v", err)
 	}
 	stale := mint(t, testSecret, "stale", time.Hour)
-	if _, err := newRawClient(t, "udp", r.Addrs().UDP[0], stale.Username, stale.Password).allocate(); err == nil {
+	if _, err := newRawClient(t, "udp", r.Addrs().UDP[0], stale.Username, stale.Password).Allocate(); err == nil {
 		t.Fatal("credential from the removed secret still allocates")
 	}
 }

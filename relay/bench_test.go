@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -72,14 +71,12 @@ func BenchmarkRelayRoundTrip(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rc := &rawClient{conn: conn, server: server, username: cred.Username, password: cred.Password, realm: "traverse"}
-			if _, err := rc.allocate(); err != nil {
+			rc := &rawClient{Conn: conn, Server: server, Username: cred.Username, Password: cred.Password, Realm: "traverse"}
+			if _, err := rc.Allocate(); err != nil {
 				b.Fatalf("allocate: %v", err)
 			}
 			const channel = 0x4000
-			if _, err := rc.request(stun.MethodChannelBind,
-				stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{channel >> 8, channel & 0xff, 0, 0}},
-				peerAddr{peer.Addr().AsSlice(), int(peer.Port())}); err != nil {
+			if err := rc.BindChannel(channel, peer); err != nil {
 				b.Fatalf("channel bind: %v", err)
 			}
 

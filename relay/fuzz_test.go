@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/traverse/traverse/internal/turntest"
 )
 
 // FuzzDatagrams feeds arbitrary and mutated STUN/ChannelData to a running
@@ -21,7 +23,7 @@ func FuzzDatagrams(f *testing.F) {
 	f.Cleanup(func() { _ = r.Close() })
 
 	allocate, _ := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-		requestedUDP, stun.NewUsername("1:x"), stun.NewRealm("traverse"), stun.NewNonce("n"),
+		turntest.RequestedUDP, stun.NewUsername("1:x"), stun.NewRealm("traverse"), stun.NewNonce("n"),
 		stun.NewShortTermIntegrity("p"), stun.Fingerprint)
 	binding, _ := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
 	f.Add(allocate.Raw)

@@ -7,17 +7,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
-	"errors"
-	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
@@ -25,6 +22,7 @@ import (
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/internal/testnet"
+	"github.com/traverse/traverse/internal/turntest"
 )
 
 const testSecret = "test-secret-0123456789"
@@ -228,138 +226,33 @@ func isErrCode(err error, code string) bool {
 	return err != nil && strings.Contains(err.Error(), code)
 }
 
-// rawClient speaks TURN with hand-built messages (pion/stun), for what pion's
-// client cannot be made to do: refresh on demand, switch usernames on one
-// allocation, use UDP over IPv6.
-type rawClient struct {
-	conn                      net.PacketConn
-	server                    net.Addr
-	username, password, realm string
-	nonce                     stun.Nonce
-}
+// rawClient is the hand-built TURN client (internal/turntest), for what
+// pion's client cannot be made to do: refresh on demand, switch usernames on
+// one allocation, use UDP over IPv6.
+type rawClient = turntest.Client
 
 func newRawClient(t *testing.T, transport string, server net.Addr, username, password string) *rawClient {
 	t.Helper()
 	conn := dialClientConn(t, transport, server)
 	t.Cleanup(func() { _ = conn.Close() })
-	return &rawClient{conn: conn, server: server, username: username, password: password, realm: "traverse"}
+	return &rawClient{Conn: conn, Server: server, Username: username, Password: password, Realm: "traverse"}
 }
 
 // newRawClientConn is a UDP raw client outside a test (benchmarks); the
-// caller closes its conn.
+// caller closes its Conn.
 func newRawClientConn(server net.Addr, username, password string) *rawClient {
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
 	}
-	return &rawClient{conn: conn, server: server, username: username, password: password, realm: "traverse"}
+	return &rawClient{Conn: conn, Server: server, Username: username, Password: password, Realm: "traverse"}
 }
 
-// stunError is an error response's code.
-type stunError struct{ code int }
+var errCode = turntest.Code
 
-func (e *stunError) Error() string { return fmt.Sprintf("error response %d", e.code) }
-
-func errCode(err error) int {
-	var se *stunError
-	if errors.As(err, &se) {
-		return se.code
-	}
-	return 0
-}
-
-func (r *rawClient) request(method stun.Method, setters ...stun.Setter) (*stun.Message, error) {
-	for attempt := 0; attempt < 3; attempt++ {
-		all := []stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}
-		all = append(all, setters...)
-		if r.nonce != nil {
-			all = append(all, stun.NewUsername(r.username), stun.NewRealm(r.realm), r.nonce,
-				stun.NewLongTermIntegrity(r.username, r.realm, r.password))
-		}
-		all = append(all, stun.Fingerprint)
-		req, err := stun.Build(all...)
-		if err != nil {
-			return nil, err
-		}
-		res, err := r.exchange(req)
-		if err != nil {
-			return nil, err
-		}
-		if res.Type.Class != stun.ClassErrorResponse {
-			return res, nil
-		}
-		var code stun.ErrorCodeAttribute
-		_ = code.GetFrom(res)
-		if code.Code == stun.CodeUnauthorized || code.Code == stun.CodeStaleNonce {
-			var n stun.Nonce
-			if n.GetFrom(res) == nil && (r.nonce == nil || code.Code == stun.CodeStaleNonce) {
-				r.nonce = n
-				continue
-			}
-		}
-		return res, &stunError{int(code.Code)}
-	}
-	return nil, errors.New("too many retries")
-}
-
-func (r *rawClient) exchange(req *stun.Message) (*stun.Message, error) {
-	if _, err := r.conn.WriteTo(req.Raw, r.server); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 1600)
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		_ = r.conn.SetReadDeadline(deadline)
-		n, _, err := r.conn.ReadFrom(buf)
-		if err != nil {
-			return nil, err
-		}
-		res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-		if res.Decode() != nil || res.TransactionID != req.TransactionID {
-			continue
-		}
-		return res, nil
-	}
-}
-
-var requestedUDP = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
-
-func lifetime(d time.Duration) stun.RawAttribute {
-	v := make([]byte, 4)
-	binary.BigEndian.PutUint32(v, uint32(d/time.Second))
-	return stun.RawAttribute{Type: stun.AttrLifetime, Value: v}
-}
-
-type peerAddr struct {
-	ip   net.IP
-	port int
-}
-
-func (p peerAddr) AddTo(m *stun.Message) error {
-	return stun.XORMappedAddress{IP: p.ip, Port: p.port}.AddToAs(m, stun.AttrXORPeerAddress)
-}
-
-func (r *rawClient) allocate() (*net.UDPAddr, error) {
-	res, err := r.request(stun.MethodAllocate, requestedUDP)
-	if err != nil {
-		return nil, err
-	}
-	var relayed stun.XORMappedAddress
-	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
-		return nil, err
-	}
-	return &net.UDPAddr{IP: relayed.IP, Port: relayed.Port}, nil
-}
-
-func (r *rawClient) refresh(d time.Duration) error {
-	_, err := r.request(stun.MethodRefresh, lifetime(d))
-	return err
-}
-
-func (r *rawClient) permit(ip net.IP) error {
-	_, err := r.request(stun.MethodCreatePermission, peerAddr{ip, 9})
-	return err
-}
+// loopbackPeer is a peer address on 127.0.0.1 (the port does not matter for
+// a permission).
+var loopbackPeer = netip.MustParseAddrPort("127.0.0.1:9")
 
 // clock is a settable clock for the relay under test.
 type clock struct {

@@ -133,11 +133,11 @@ func TestDeniedPeerOverTURN(t *testing.T) {
 	r := startRelay(t, cfg, false)
 	cred := mint(t, testSecret, "eve", 3600e9)
 	c := newRawClient(t, "udp", r.Addrs().UDP[0], cred.Username, cred.Password)
-	if _, err := c.allocate(); err != nil {
+	if _, err := c.Allocate(); err != nil {
 		t.Fatal(err)
 	}
 	for _, ip := range []string{"127.0.0.1", "169.254.169.254", "10.0.0.1"} {
-		if err := c.permit(netip.MustParseAddr(ip).AsSlice()); err == nil {
+		if err := c.Permit(netip.AddrPortFrom(netip.MustParseAddr(ip), 9)); err == nil {
 			t.Errorf("permission to %s granted", ip)
 		}
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -11,6 +9,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/internal/turntest"
 )
 
 // turnClient speaks just enough TURN over one connected UDP socket for the
@@ -18,18 +17,9 @@ import (
 // hand-built ChannelData or Send indications, so the client's own cost per
 // packet is a copy and a syscall.
 type turnClient struct {
-	conn                      *net.UDPConn
-	username, password, realm string
-	nonce                     stun.Nonce
-	relayed                   netip.AddrPort
+	turntest.Client
+	conn *net.UDPConn
 }
-
-var errTimeout = errors.New("no answer")
-
-// stunError is an error response.
-type stunError struct{ code stun.ErrorCode }
-
-func (e *stunError) Error() string { return fmt.Sprintf("error response %d", e.code) }
 
 func dialUDP(server netip.AddrPort) (*net.UDPConn, error) {
 	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server))
@@ -51,7 +41,7 @@ func newTURNClient(server netip.AddrPort, secret string, user string) (*turnClie
 		_ = conn.Close()
 		return nil, err
 	}
-	return &turnClient{conn: conn, username: cred.Username, password: cred.Password}, nil
+	return &turnClient{Client: turntest.Client{Conn: conn, Username: cred.Username, Password: cred.Password}, conn: conn}, nil
 }
 
 func (c *turnClient) Close() error { return c.conn.Close() }
@@ -72,128 +62,26 @@ func allocateTURN(server netip.AddrPort, secret, user string) (*turnClient, erro
 			return c, nil
 		}
 		_ = c.Close()
-		var se *stunError
-		if !errors.As(err, &se) || (se.code != stun.CodeAllocMismatch && se.code != stun.CodeUnauthorized) {
+		if code := turntest.Code(err); code != int(stun.CodeAllocMismatch) && code != int(stun.CodeUnauthorized) {
 			return nil, err
 		}
 	}
 	return nil, err
 }
 
-// request sends a signed request (after the 401 that gives realm and nonce)
-// and returns the success response.
-func (c *turnClient) request(method stun.Method, setters ...stun.Setter) (*stun.Message, error) {
-	for attempt := 0; attempt < 3; attempt++ {
-		all := []stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}
-		all = append(all, setters...)
-		if c.nonce != nil {
-			all = append(all, stun.NewUsername(c.username), stun.NewRealm(c.realm), c.nonce,
-				stun.NewLongTermIntegrity(c.username, c.realm, c.password))
-		}
-		all = append(all, stun.Fingerprint)
-		req, err := stun.Build(all...)
-		if err != nil {
-			return nil, err
-		}
-		res, err := c.exchange(req)
-		if err != nil {
-			return nil, err
-		}
-		if res.Type.Class != stun.ClassErrorResponse {
-			return res, nil
-		}
-		var code stun.ErrorCodeAttribute
-		_ = code.GetFrom(res)
-		if code.Code == stun.CodeUnauthorized || code.Code == stun.CodeStaleNonce {
-			var realm stun.Realm
-			var nonce stun.Nonce
-			if nonce.GetFrom(res) == nil && realm.GetFrom(res) == nil && (c.nonce == nil || code.Code == stun.CodeStaleNonce) {
-				c.nonce, c.realm = nonce, realm.String()
-				continue
-			}
-		}
-		return res, &stunError{code.Code}
-	}
-	return nil, errors.New("too many retries")
-}
-
-// exchange sends req and waits for its answer, retransmitting twice.
-func (c *turnClient) exchange(req *stun.Message) (*stun.Message, error) {
-	buf := make([]byte, 1600)
-	for try := 0; try < 3; try++ {
-		if _, err := c.conn.Write(req.Raw); err != nil {
-			return nil, err
-		}
-		deadline := time.Now().Add(time.Second)
-		for {
-			_ = c.conn.SetReadDeadline(deadline)
-			n, err := c.conn.Read(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return nil, err
-			}
-			res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if res.Decode() != nil || res.TransactionID != req.TransactionID {
-				continue
-			}
-			_ = c.conn.SetReadDeadline(time.Time{})
-			return res, nil
-		}
-	}
-	return nil, errTimeout
-}
-
-var requestedUDP = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
-
-func lifetime(d time.Duration) stun.RawAttribute {
-	v := make([]byte, 4)
-	binary.BigEndian.PutUint32(v, uint32(d/time.Second))
-	return stun.RawAttribute{Type: stun.AttrLifetime, Value: v}
-}
-
-func peerAttr(p netip.AddrPort) stun.Setter {
-	return attrSetter(func(m *stun.Message) error {
-		return stun.XORMappedAddress{IP: p.Addr().AsSlice(), Port: int(p.Port())}.AddToAs(m, stun.AttrXORPeerAddress)
-	})
-}
-
-type attrSetter func(m *stun.Message) error
-
-func (f attrSetter) AddTo(m *stun.Message) error { return f(m) }
-
 func (c *turnClient) allocate() error {
-	res, err := c.request(stun.MethodAllocate, requestedUDP)
-	if err != nil {
-		return err
-	}
-	var relayed stun.XORMappedAddress
-	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
-		return err
-	}
-	ip, _ := netip.AddrFromSlice(relayed.IP)
-	c.relayed = netip.AddrPortFrom(ip.Unmap(), uint16(relayed.Port))
-	return nil
-}
-
-func (c *turnClient) permit(peer netip.AddrPort) error {
-	_, err := c.request(stun.MethodCreatePermission, peerAttr(peer))
+	_, err := c.Allocate()
 	return err
 }
+
+func (c *turnClient) permit(peer netip.AddrPort) error { return c.Permit(peer) }
 
 func (c *turnClient) bindChannel(ch uint16, peer netip.AddrPort) error {
-	v := []byte{byte(ch >> 8), byte(ch), 0, 0}
-	_, err := c.request(stun.MethodChannelBind, stun.RawAttribute{Type: stun.AttrChannelNumber, Value: v}, peerAttr(peer))
-	return err
+	return c.BindChannel(ch, peer)
 }
 
 // release deletes the allocation (Refresh with a zero lifetime).
-func (c *turnClient) release() error {
-	_, err := c.request(stun.MethodRefresh, lifetime(0))
-	return err
-}
+func (c *turnClient) release() error { return c.Refresh(0) }
 
 // framer turns a payload into what goes on the wire and back.
 type framer interface {
@@ -226,7 +114,7 @@ type sendFramer struct{ peer netip.AddrPort }
 
 func (f sendFramer) frame(size int) ([]byte, []byte) {
 	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
-		peerAttr(f.peer), stun.RawAttribute{Type: stun.AttrData, Value: make([]byte, size)})
+		turntest.PeerAddress(f.peer), stun.RawAttribute{Type: stun.AttrData, Value: make([]byte, size)})
 	if err != nil {
 		panic(err)
 	}
