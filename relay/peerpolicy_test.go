@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/traverse/traverse/config"
 )
@@ -155,5 +156,38 @@ func BenchmarkPeerPolicy(b *testing.B) {
 		if ok, _ := pp.AllowAddr(ap); !ok {
 			b.Fatal("denied")
 		}
+	}
+}
+
+// TestReloadedDenyAppliesToLivePermissions: a range denied by reload stops
+// traffic on permissions installed before it, at once.
+func TestReloadedDenyAppliesToLivePermissions(t *testing.T) {
+	cfg := testConfig()
+	r := startRelay(t, cfg, false)
+	peer := echoPeer(t, "udp4", "127.0.0.1:0")
+	cred := mint(t, testSecret, "live", 3600e9)
+	c := newClient(t, "udp", r.Addrs().UDP[0], cred.Username, cred.Password)
+	rc, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	roundTrip(t, rc, peer.LocalAddr(), "before")
+
+	next := cfg
+	next.Relay.Peers.Deny = []string{"127.0.0.0/8"}
+	if _, err := r.Reload(cfg, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.WriteTo([]byte("after"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	_ = rc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _, err := rc.ReadFrom(buf); err == nil {
+		t.Fatalf("relayed %q to a peer denied by reload", buf[:n])
+	}
+	if got := r.metric(t, "traverse_relay_peer_denied_total", DenyConfig); got < 1 {
+		t.Fatalf("peer_denied{config} = %v", got)
 	}
 }

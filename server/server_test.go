@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +146,60 @@ func TestICEURIsFromBoundListeners(t *testing.T) {
 	_, port, _ := strings.Cut(udp, ":")
 	if len(uris) != 3 || uris[0] != "stun:turn.example.com:"+port || !strings.HasPrefix(uris[1], "turn:turn.example.com:"+port+"?transport=udp") {
 		t.Fatalf("uris = %v", uris)
+	}
+}
+
+// TestReloadSwapsCertificate: new PEM files at the configured paths are
+// served to the next TLS handshake after Reload, on the TURN-over-TLS port.
+func TestReloadSwapsCertificate(t *testing.T) {
+	cfg := loopbackConfig(t)
+	dir := t.TempDir()
+	certA, keyA, err := DevCertificate(filepath.Join(dir, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certB, keyB, err := DevCertificate(filepath.Join(dir, "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(dir, "live")
+	if err := os.MkdirAll(live, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	install := func(cert, key string) {
+		for src, dst := range map[string]string{cert: "cert.pem", key: "key.pem"} {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(live, dst), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(certA, keyA)
+	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(live, "cert.pem"), filepath.Join(live, "key.pem")
+	cfg.Listen.TLS = []string{"127.0.0.1:0"}
+	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+
+	serial := func() string {
+		c, err := tls.Dial("tcp", s.Relay().Addrs().TLS[0].String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // comparing served certificates
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	install(certB, keyB)
+	if _, err := s.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if after := serial(); after == before {
+		t.Fatalf("still serving certificate %s after reload", before)
 	}
 }
