@@ -62,7 +62,9 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(BusyTimeout.Milliseconds()))
 	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "NORMAL")
+	// FULL: a commit survives power loss (a key secret or auth token is shown
+	// only once). Writes are rare; reads do not pay for it.
+	q.Set("_synchronous", "FULL")
 	q.Set("_foreign_keys", "1")
 	// Write transactions take the write lock at BEGIN, so two of them never
 	// deadlock upgrading a read lock; the busy timeout queues them instead.
