@@ -103,6 +103,20 @@ func freePort() (int, error) {
 
 // waitSTUN polls addr with Binding requests until it answers.
 func waitSTUN(addr netip.AddrPort, p *proc, limit time.Duration) error {
+	return waitUDP(addr, p, limit, "answer STUN", func() []byte {
+		return stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
+	}, stun.IsMessage)
+}
+
+// waitEcho polls a UDP echo peer until it answers.
+func waitEcho(addr netip.AddrPort, p *proc, limit time.Duration) error {
+	return waitUDP(addr, p, limit, "echo", func() []byte { return []byte("ping") },
+		func([]byte) bool { return true })
+}
+
+// waitUDP sends probe() to addr every 200 ms until an answer passes ok, p
+// exits, or limit passes.
+func waitUDP(addr netip.AddrPort, p *proc, limit time.Duration, what string, probe func() []byte, ok func([]byte) bool) error {
 	c, err := dialUDP(addr)
 	if err != nil {
 		return err
@@ -116,38 +130,13 @@ func waitSTUN(addr netip.AddrPort, p *proc, limit time.Duration) error {
 			return fmt.Errorf("%s exited", p.name)
 		default:
 		}
-		m := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
-		_, _ = c.Write(m.Raw)
+		_, _ = c.Write(probe())
 		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if n, err := c.Read(buf); err == nil && stun.IsMessage(buf[:n]) {
+		if n, err := c.Read(buf); err == nil && ok(buf[:n]) {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s did not answer STUN on %s within %s", p.name, addr, limit)
-}
-
-// waitEcho polls a UDP echo peer until it answers.
-func waitEcho(addr netip.AddrPort, p *proc, limit time.Duration) error {
-	c, err := dialUDP(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	buf := make([]byte, 64)
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited", p.name)
-		default:
-		}
-		_, _ = c.Write([]byte("ping"))
-		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if _, err := c.Read(buf); err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s did not echo on %s within %s", p.name, addr, limit)
+	return fmt.Errorf("%s did not %s on %s within %s", p.name, what, addr, limit)
 }
 
 // traverseServer is a running `traverse serve`.
