@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/pion/turn/v4"
@@ -108,15 +109,22 @@ func (s *Server) quota(username, _ string, _ net.Addr) bool {
 
 // quotaKey is the user a per-user quota counts: the part of a TURN REST
 // username after the expiry (so minting fresh credentials does not escape
-// it), or a static user's name.
+// it), or a static user's name. The issuer's client-side credentials name
+// "<AccountSid>:<identity>:<random>": their user is the account's identity,
+// so the random part is dropped. A Tokens-resource credential,
+// "<AccountSid>:<random>", names no end user and counts on its own.
 func quotaKey(username string, st *state) string {
 	if _, ok := st.userKeys[username]; ok {
 		return username
 	}
-	if _, user, err := auth.ParseUsername(username); err == nil {
-		return user
+	_, user, err := auth.ParseUsername(username)
+	if err != nil {
+		return username
 	}
-	return username
+	if strings.Count(user, ":") == 2 && strings.HasPrefix(user, "AC") {
+		return user[:strings.LastIndexByte(user, ':')]
+	}
+	return user
 }
 
 // permit is pion's PermissionHandler for CreatePermission and ChannelBind.

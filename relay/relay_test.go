@@ -320,3 +320,19 @@ func TestStreamConnectionCap(t *testing.T) {
 	}
 	t.Fatalf("no allocation after the flood's connections closed: %v", err)
 }
+
+func TestQuotaKey(t *testing.T) {
+	st := &state{userKeys: map[string][]byte{"deskphone": nil}}
+	for username, want := range map[string]string{
+		"1700000000:alice":                        "alice",
+		"1700000000:AC0123:e2e_user:0a1b2c3d4e5f": "AC0123:e2e_user", // client-side credential: per identity
+		"1700000000:AC0123:0a1b2c3d":              "AC0123:0a1b2c3d", // Tokens resource: per credential
+		"1700000000:a:b:c":                        "a:b:c",
+		"deskphone":                               "deskphone",
+		"garbage":                                 "garbage",
+	} {
+		if got := quotaKey(username, st); got != want {
+			t.Errorf("quotaKey(%q) = %q, want %q", username, got, want)
+		}
+	}
+}
