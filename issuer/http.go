@@ -218,15 +218,21 @@ func parseForm(r *http.Request) error {
 	return nil
 }
 
+// formTTL reads the request's form and its Ttl parameter (default 24 h),
+// for both routes that mint credentials.
+func formTTL(r *http.Request) (time.Duration, error) {
+	if err := parseForm(r); err != nil {
+		return 0, err
+	}
+	return ParseTTL(r.Form.Get("Ttl"))
+}
+
 func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.authorize(r)
 	if err != nil {
 		return err
 	}
-	if err := parseForm(r); err != nil {
-		return err
-	}
-	ttl, err := ParseTTL(r.Form.Get("Ttl"))
+	ttl, err := formTTL(r)
 	if err != nil {
 		return err
 	}

@@ -81,10 +81,7 @@ func (s *Service) serveICEServers(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if err := parseForm(r); err != nil {
-		return err
-	}
-	ttl, err := ParseTTL(r.Form.Get("Ttl"))
+	ttl, err := formTTL(r)
 	if err != nil {
 		return err
 	}
