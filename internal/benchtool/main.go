@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,7 @@ type opts struct {
 
 	jsonOut, mdOut, pngOut string
 	command                string
+	parts                  map[string]bool // --only; empty means all
 }
 
 func main() {
@@ -55,7 +57,17 @@ func main() {
 	flag.StringVar(&o.mdOut, "md", "", "write the markdown report here")
 	flag.StringVar(&o.pngOut, "png", "", "write the ratio chart here (needs gnuplot)")
 	flag.StringVar(&o.command, "command", "scripts/bench", "the command line shown in the report")
+	only := flag.String("only", "", "comma-separated parts to run (data, uclient, alloc, binding, issuer); default all")
 	flag.Parse()
+	o.parts = map[string]bool{}
+	for _, p := range strings.Split(*only, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			if !knownParts[p] {
+				log.Fatalf("benchtool: unknown part %q in --only", p)
+			}
+			o.parts[p] = true
+		}
+	}
 	if o.traverse == "" {
 		log.Fatal("benchtool: --traverse is required")
 	}
@@ -160,6 +172,9 @@ func run(ctx context.Context, o opts) (err error) {
 			}
 		}
 		for _, spec := range specs {
+			if !o.runs("data") {
+				break
+			}
 			targets := pair
 			if spec.mode == "channel" {
 				targets = append(append([]target{}, pair...), fwd, pp)
@@ -179,6 +194,9 @@ func run(ctx context.Context, o opts) (err error) {
 			}
 		}
 		for _, t := range pair {
+			if !o.runs("uclient") {
+				break
+			}
 			r, err := runUclient(ctx, t, o, e.peerAddr, o.ucClients, o.ucN, 100, 5)
 			if err != nil {
 				rep.failed(t.name, "turnutils_uclient", err)
@@ -188,6 +206,9 @@ func run(ctx context.Context, o opts) (err error) {
 			rep.addUclient(t.name, r)
 		}
 		for _, t := range pair {
+			if !o.runs("alloc") {
+				break
+			}
 			r, err := runAlloc(t, o, o.allocN, 16, 10*time.Second)
 			if err != nil {
 				rep.failed(t.name, "allocations", err)
@@ -197,6 +218,9 @@ func run(ctx context.Context, o opts) (err error) {
 			rep.addAlloc(t.name, r, round == 0)
 		}
 		for _, t := range pair {
+			if !o.runs("binding") {
+				break
+			}
 			r, err := runBinding(t, o.bindingDur)
 			if err != nil {
 				rep.failed(t.name, "STUN Binding", err)
@@ -204,6 +228,9 @@ func run(ctx context.Context, o opts) (err error) {
 			}
 			log.Printf("  %-9s STUN Binding: %.0f/s", t.name, r)
 			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
+		}
+		if !o.runs("issuer") {
+			continue
 		}
 		ir, err := runIssuer(ctx, e.trav, dir, o.issuerDur)
 		if err != nil {
@@ -218,6 +245,12 @@ func run(ctx context.Context, o opts) (err error) {
 	log.Printf("done in %s", time.Since(began).Round(time.Second))
 	return rep.write(o)
 }
+
+// knownParts are the measurements --only can pick.
+var knownParts = map[string]bool{"data": true, "uclient": true, "alloc": true, "binding": true, "issuer": true}
+
+// runs reports whether a part of the run is selected (all are by default).
+func (o opts) runs(part string) bool { return len(o.parts) == 0 || o.parts[part] }
 
 // failed logs a measurement that could not be taken; the run goes on
 // (machines are noisy, and CI must complete), the report lacks that sample,
