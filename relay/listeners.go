@@ -2,18 +2,16 @@ package relay
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -53,43 +51,31 @@ func network(base, addr string) (string, error) {
 }
 
 // listenUDP binds n SO_REUSEPORT sockets on addr, so the kernel spreads
-// clients over n reader goroutines (pion's simple-multithreaded example).
-// With port 0 the first socket picks the port and the rest join it.
-func listenUDP(addr string, n int) ([]*net.UDPConn, error) {
+// clients over the n data-path shards. With port 0 the first socket picks
+// the port and the rest join it.
+func listenUDP(addr string, n int) ([]*udpSocket, error) {
 	nw, err := network("udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	var conns []*net.UDPConn
-	fail := func(err error) ([]*net.UDPConn, error) {
-		for _, c := range conns {
-			_ = c.Close()
-		}
+	host, portStr, _ := net.SplitHostPort(addr)
+	port, err := net.LookupPort("udp", portStr)
+	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
-	bind := addr
+	var socks []*udpSocket
 	for i := 0; i < n; i++ {
-		pc, err := lc.ListenPacket(context.Background(), nw, bind)
+		u, err := openUDP(nw, net.ParseIP(host), port, true, listenerSocketBuffer, listenerSocketBuffer)
 		if err != nil {
-			return fail(err)
+			for _, u := range socks {
+				_ = u.close()
+			}
+			return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 		}
-		c := pc.(*net.UDPConn)
-		_ = c.SetReadBuffer(listenerSocketBuffer)
-		_ = c.SetWriteBuffer(listenerSocketBuffer)
-		conns = append(conns, c)
-		bind = c.LocalAddr().String()
+		socks = append(socks, u)
+		port = u.local.Port
 	}
-	return conns, nil
+	return socks, nil
 }
 
 // listenTCP binds a TCP listener.
@@ -105,31 +91,30 @@ func listenTCP(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-// udpListener decorates a listener socket: it reads in recvmmsg batches and
-// writes with raw non-blocking calls (see rawSocket), and while several
-// secrets are configured it keeps a copy of each signed request for the
-// AuthHandler.
+// udpListener is the PacketConn pion reads for one listener socket. A
+// data-path shard polls the socket and relays media itself; pion's read
+// loop gets the rest from the inbox. Writes are raw non-blocking sends.
+// While several secrets are configured it keeps a copy of each signed
+// request for the AuthHandler.
 type udpListener struct {
-	*net.UDPConn
-	s     *Server
-	batch *mmsgReader
-	raw   *rawSocket
+	s       *Server
+	sock    *udpSocket
+	localAP netip.AddrPort
+	inbox   *inbox
+	// addrs is the shard's cache of client addresses handed to pion.
+	addrs map[netip.AddrPort]*net.UDPAddr
 }
 
-func newUDPListener(s *Server, c *net.UDPConn) (*udpListener, error) {
-	batch, err := newMmsgReader(c)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := newRawSocket(c)
-	if err != nil {
-		return nil, err
-	}
-	return &udpListener{UDPConn: c, s: s, batch: batch, raw: raw}, nil
+// listenerInbox is how many datagrams may wait for pion's read loop.
+const listenerInbox = 1024
+
+func newUDPListener(s *Server, sock *udpSocket) *udpListener {
+	return &udpListener{s: s, sock: sock, localAP: addrPort(sock.local),
+		inbox: newInbox(listenerInbox, s.metrics.inboxDrops.Inc), addrs: map[netip.AddrPort]*net.UDPAddr{}}
 }
 
 func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := u.batch.ReadFrom(p)
+	n, addr, err := u.inbox.read(p)
 	if err == nil && u.s.multiSecret.Load() {
 		u.s.signed.observe(srcKey(addr), p[:n])
 	}
@@ -138,16 +123,36 @@ func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // WriteTo sends pion's responses and relayed data to a client.
 func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		if isErrorResponse(p) {
-			n := len(p)
-			_, err := u.raw.writeTo(u.s.unauthorized(p, srcKey(addr)), ua)
-			return n, err
-		}
-		return u.raw.writeTo(p, ua)
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("relay: unexpected client address type %T", addr)
 	}
-	return u.UDPConn.WriteTo(p, addr)
+	n := len(p)
+	if isErrorResponse(p) {
+		p = u.s.unauthorized(p, srcKey(addr))
+	}
+	sa := makeSockaddr(ua.AddrPort(), u.sock.v6)
+	if err := u.sock.sendto(p, &sa); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
+
+func (u *udpListener) Close() error {
+	u.inbox.close()
+	err := u.sock.close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (u *udpListener) LocalAddr() net.Addr { return u.sock.local }
+
+// Deadlines are not used by pion on its packet conns; reads end with Close.
+func (u *udpListener) SetDeadline(time.Time) error      { return nil }
+func (u *udpListener) SetReadDeadline(time.Time) error  { return nil }
+func (u *udpListener) SetWriteDeadline(time.Time) error { return nil }
 
 // streamListener hands pion TCP (or sniffed TLS) connections wrapped in a
 // streamConn. With a TLS config it tells TLS from plain TURN by the first

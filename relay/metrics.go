@@ -32,12 +32,15 @@ type metrics struct {
 	expiredTornDown    prometheus.Counter
 	tlsHandshakeFailed prometheus.Counter
 	streamRejected     prometheus.Counter
+	dropped            *prometheus.CounterVec // reason
 
 	// Hot-path children resolved once.
 	bytesToPeer, bytesFromPeer     prometheus.Counter
 	packetsToPeer, packetsFromPeer prometheus.Counter
 	droppedToPeer, droppedFromPeer prometheus.Counter
 	selfDenied                     prometheus.Counter
+	unroutable, sendErrors         prometheus.Counter
+	inboxDrops                     prometheus.Counter
 }
 
 const (
@@ -80,6 +83,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
 		streamRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_stream_connections_rejected_total", Help: "TCP/TLS connections closed at accept because the listener was full."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_dropped_packets_total",
+			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind)."},
+			[]string{"reason"}),
 	}
 	for _, r := range authResults {
 		m.auth.WithLabelValues(r)
@@ -97,10 +104,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
 	m.droppedToPeer, m.droppedFromPeer = m.bandwidthDropped.WithLabelValues(dirToPeer), m.bandwidthDropped.WithLabelValues(dirFromPeer)
 	m.selfDenied = m.peerDenied.WithLabelValues(DenySelf)
+	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected)
+			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.dropped)
 	}
 	return m
 }

@@ -3,160 +3,172 @@ package relay
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// rawSocket does a UDP socket's per-packet I/O with raw, non-blocking system
-// calls through its RawConn. Go's net package enters the runtime's syscall
-// state for every read and write; at a steady media rate that wakes the
-// runtime's monitor thread (sysmon) out of its idle sleep and back into
-// 20 µs polling for nearly every packet, which costs more CPU than relaying
-// the packet. A non-blocking call cannot block, so it needs no syscall
-// state; waiting for data still parks the goroutine in the netpoller.
-type rawSocket struct {
-	rc syscall.RawConn
-	v6 bool
-
-	// Reader state: one reader per socket (pion runs one read loop each).
-	rbuf    []byte
-	rn      int
-	rname   [unix.SizeofSockaddrInet6]byte
-	rerr    syscall.Errno
-	readFn  func(fd uintptr) bool
-	lastSrc *net.UDPAddr // reused while the source stays the same
-
-	writers sync.Pool // *rawWrite: writers may be concurrent
+// udpSocket is a UDP socket kept outside Go's netpoller. The data path
+// (datapath.go) waits on it with its own epoll set and does every read and
+// write with a raw, non-blocking system call: a socket that were also in the
+// netpoller would wake the runtime on every datagram for nothing, and Go's
+// blocking I/O path enters the runtime's syscall state per packet, which
+// wakes its monitor thread (sysmon) from its idle sleep.
+type udpSocket struct {
+	// mu is held shared around every system call on fd and whole by close,
+	// so a descriptor number is never reused under a call in flight.
+	mu    sync.RWMutex
+	fd    int
+	v6    bool
+	local *net.UDPAddr
 }
 
-type rawWrite struct {
-	s    *rawSocket
-	p    []byte
-	name [unix.SizeofSockaddrInet6]byte
-	nlen uintptr
-	n    int
-	err  syscall.Errno
-	fn   func(fd uintptr) bool
-}
-
-func newRawSocket(c *net.UDPConn) (*rawSocket, error) {
-	rc, err := c.SyscallConn()
+// openUDP binds a non-blocking UDP socket. network is "udp4" or "udp6" (an
+// IPv6 socket takes IPv6 only, as Go's net package does).
+func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf int) (*udpSocket, error) {
+	v6 := network == "udp6"
+	family := unix.AF_INET
+	if v6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("socket", err)
 	}
-	s := &rawSocket{rc: rc, v6: c.LocalAddr().(*net.UDPAddr).IP.To4() == nil}
-	s.readFn = s.recvfrom
-	s.writers.New = func() any {
-		w := &rawWrite{s: s}
-		w.fn = w.sendto
-		return w
+	fail := func(op string, err error) (*udpSocket, error) {
+		_ = unix.Close(fd)
+		return nil, os.NewSyscallError(op, err)
 	}
-	return s, nil
-}
-
-// readFrom reads one datagram into p.
-func (s *rawSocket) readFrom(p []byte) (int, net.Addr, error) {
-	s.rbuf = p
-	err := s.rc.Read(s.readFn)
-	s.rbuf = nil
-	if err != nil {
-		return 0, nil, err
-	}
-	if s.rerr != 0 {
-		return 0, nil, os.NewSyscallError("recvfrom", s.rerr)
-	}
-	ap, ok := decodeSockaddr(s.rname[:])
-	if !ok {
-		return 0, nil, errBadSockaddr
-	}
-	if s.lastSrc == nil || s.lastSrc.Port != int(ap.Port()) || !equalIP(s.lastSrc.IP, ap.Addr()) {
-		s.lastSrc = udpAddr(ap)
-	}
-	return s.rn, s.lastSrc, nil
-}
-
-func (s *rawSocket) recvfrom(fd uintptr) bool {
-	var bp unsafe.Pointer
-	if len(s.rbuf) > 0 {
-		bp = unsafe.Pointer(&s.rbuf[0])
-	}
-	nlen := uint32(len(s.rname))
-	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(bp), uintptr(len(s.rbuf)), unix.MSG_DONTWAIT,
-		uintptr(unsafe.Pointer(&s.rname[0])), uintptr(unsafe.Pointer(&nlen)))
-	if e == unix.EAGAIN || e == unix.EINTR {
-		return false
-	}
-	s.rn, s.rerr = int(r), e
-	return true
-}
-
-// writeTo sends p to addr.
-func (s *rawSocket) writeTo(p []byte, addr *net.UDPAddr) (int, error) {
-	w := s.writers.Get().(*rawWrite)
-	w.nlen = encodeSockaddr(&w.name, addr, s.v6)
-	if w.nlen == 0 {
-		s.writers.Put(w)
-		return 0, &net.AddrError{Err: "address family does not match the socket", Addr: addr.String()}
-	}
-	w.p = p
-	err := s.rc.Write(w.fn)
-	n, errno := w.n, w.err
-	w.p = nil
-	s.writers.Put(w)
-	if err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, os.NewSyscallError("sendto", errno)
-	}
-	return n, nil
-}
-
-func (w *rawWrite) sendto(fd uintptr) bool {
-	var bp unsafe.Pointer
-	if len(w.p) > 0 {
-		bp = unsafe.Pointer(&w.p[0])
-	}
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(bp), uintptr(len(w.p)), unix.MSG_DONTWAIT,
-		uintptr(unsafe.Pointer(&w.name[0])), w.nlen)
-	if e == unix.EAGAIN || e == unix.EINTR {
-		return false
-	}
-	w.n, w.err = int(r), e
-	return true
-}
-
-var errBadSockaddr = errors.New("relay: unexpected socket address family")
-
-// encodeSockaddr writes addr as a sockaddr_in (IPv4 socket) or sockaddr_in6
-// (IPv6 socket, IPv4 peers as mapped addresses) and returns its length, or 0
-// when the address cannot be reached from this socket.
-func encodeSockaddr(b *[unix.SizeofSockaddrInet6]byte, addr *net.UDPAddr, v6 bool) uintptr {
-	*b = [unix.SizeofSockaddrInet6]byte{}
-	if !v6 {
-		ip4 := addr.IP.To4()
-		if ip4 == nil {
-			return 0
+	if v6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("setsockopt", err)
 		}
-		binary.NativeEndian.PutUint16(b[0:2], unix.AF_INET)
-		binary.BigEndian.PutUint16(b[2:4], uint16(addr.Port))
-		copy(b[4:8], ip4)
-		return unix.SizeofSockaddrInet4
 	}
-	ip16 := addr.IP.To16()
-	if ip16 == nil {
-		return 0
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return fail("setsockopt", err)
+		}
 	}
-	binary.NativeEndian.PutUint16(b[0:2], unix.AF_INET6)
-	binary.BigEndian.PutUint16(b[2:4], uint16(addr.Port))
-	copy(b[8:24], ip16)
-	return unix.SizeofSockaddrInet6
+	// Buffer sizes are requests; the kernel caps them, which is fine.
+	if rcvbuf > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+	}
+	if sndbuf > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
+	}
+	var sa unix.Sockaddr
+	if v6 {
+		a := &unix.SockaddrInet6{Port: port}
+		copy(a.Addr[:], ip.To16())
+		sa = a
+	} else {
+		a := &unix.SockaddrInet4{Port: port}
+		if ip4 := ip.To4(); ip4 != nil {
+			copy(a.Addr[:], ip4)
+		} else if ip != nil && !ip.IsUnspecified() {
+			return fail("bind", fmt.Errorf("%s is not an IPv4 address", ip))
+		}
+		sa = a
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail("bind", err)
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	u := &udpSocket{fd: fd, v6: v6}
+	switch b := bound.(type) {
+	case *unix.SockaddrInet4:
+		u.local = &net.UDPAddr{IP: net.IP(b.Addr[:]).To16(), Port: b.Port}
+	case *unix.SockaddrInet6:
+		u.local = &net.UDPAddr{IP: net.IP(b.Addr[:]), Port: b.Port}
+	}
+	return u, nil
+}
+
+// close closes the descriptor once no call is using it; further calls fail
+// with net.ErrClosed.
+func (u *udpSocket) close() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.fd < 0 {
+		return net.ErrClosed
+	}
+	err := unix.Close(u.fd)
+	u.fd = -1
+	return err
+}
+
+// sendto sends p to the encoded address. A full send buffer (EAGAIN) drops
+// the datagram and says so; UDP promises no more.
+func (u *udpSocket) sendto(p []byte, to *sockaddr) error {
+	if to.n == 0 {
+		return errBadFamily
+	}
+	var bp unsafe.Pointer
+	if len(p) > 0 {
+		bp = unsafe.Pointer(&p[0])
+	}
+	u.mu.RLock()
+	fd := u.fd
+	if fd < 0 {
+		u.mu.RUnlock()
+		return net.ErrClosed
+	}
+	for {
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(bp), uintptr(len(p)), unix.MSG_DONTWAIT,
+			uintptr(unsafe.Pointer(&to.b[0])), uintptr(to.n))
+		if e == unix.EINTR {
+			continue
+		}
+		u.mu.RUnlock()
+		if e != 0 {
+			return os.NewSyscallError("sendto", e)
+		}
+		return nil
+	}
+}
+
+var (
+	errBadSockaddr = errors.New("relay: unexpected socket address family")
+	errBadFamily   = errors.New("relay: address family does not match the socket")
+)
+
+// sockaddr is a destination encoded once for sendto: a sockaddr_in for an
+// IPv4 socket, a sockaddr_in6 for an IPv6 one (IPv4 as mapped addresses). n
+// is 0 when the address cannot be reached from that kind of socket.
+type sockaddr struct {
+	b [unix.SizeofSockaddrInet6]byte
+	n uint32
+}
+
+func makeSockaddr(ap netip.AddrPort, v6 bool) sockaddr {
+	var sa sockaddr
+	a := ap.Addr()
+	if !v6 {
+		a = a.Unmap()
+		if !a.Is4() {
+			return sa
+		}
+		binary.NativeEndian.PutUint16(sa.b[0:2], unix.AF_INET)
+		binary.BigEndian.PutUint16(sa.b[2:4], ap.Port())
+		a4 := a.As4()
+		copy(sa.b[4:8], a4[:])
+		sa.n = unix.SizeofSockaddrInet4
+		return sa
+	}
+	binary.NativeEndian.PutUint16(sa.b[0:2], unix.AF_INET6)
+	binary.BigEndian.PutUint16(sa.b[2:4], ap.Port())
+	a16 := a.As16()
+	copy(sa.b[8:24], a16[:])
+	sa.n = unix.SizeofSockaddrInet6
+	return sa
 }
 
 func decodeSockaddr(b []byte) (netip.AddrPort, bool) {
@@ -177,101 +189,79 @@ func udpAddr(ap netip.AddrPort) *net.UDPAddr {
 	return &net.UDPAddr{IP: net.IP(a16[:]), Port: int(ap.Port())}
 }
 
-func equalIP(ip net.IP, a netip.Addr) bool {
-	return len(ip) == 16 && [16]byte(ip) == a.As16()
+// mmsgBatch receives up to batchSize datagrams with one recvmmsg. Each
+// buffer keeps headroom bytes in front of the datagram, so the data path
+// can put a ChannelData or Data indication header before a peer's payload
+// without copying it.
+type mmsgBatch struct {
+	hdrs     []unix.Mmsghdr
+	iovs     []unix.Iovec
+	names    [][unix.SizeofSockaddrInet6]byte
+	bufs     [][]byte
+	headroom int
+	n        int
 }
 
-// mmsgReader reads a listener socket in recvmmsg batches with raw,
-// non-blocking calls (see rawSocket), handing datagrams out one by one.
-type mmsgReader struct {
-	rc    syscall.RawConn
-	hdrs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	names [][unix.SizeofSockaddrInet6]byte
-	bufs  [][]byte
-	n     int
-	next  int
-	rerr  syscall.Errno
-	fn    func(fd uintptr) bool
-	// Recent sources, so a client's address is not allocated per packet.
-	addrs map[netip.AddrPort]*net.UDPAddr
-}
-
-// batchSize is how many datagrams one recvmmsg may return on a listener
-// socket. Under load one wake-up then serves many packets; at low rates it
-// returns one, as a plain read would.
+// batchSize is how many datagrams one recvmmsg may return. Under load one
+// wake-up then serves many packets; at low rates it returns one, as a plain
+// read would.
 const batchSize = 32
 
 // readBuffer is larger than pion's 1600-byte MTU so that an oversized
 // datagram still reaches pion whole enough for it to see and drop it.
 const readBuffer = 2048
 
-// maxCachedAddrs bounds mmsgReader's address cache; it is cleared when full.
-const maxCachedAddrs = 4096
-
-func newMmsgReader(c *net.UDPConn) (*mmsgReader, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
+func newMmsgBatch(headroom int) *mmsgBatch {
+	b := &mmsgBatch{
+		hdrs:     make([]unix.Mmsghdr, batchSize),
+		iovs:     make([]unix.Iovec, batchSize),
+		names:    make([][unix.SizeofSockaddrInet6]byte, batchSize),
+		bufs:     make([][]byte, batchSize),
+		headroom: headroom,
 	}
-	r := &mmsgReader{
-		rc:    rc,
-		hdrs:  make([]unix.Mmsghdr, batchSize),
-		iovs:  make([]unix.Iovec, batchSize),
-		names: make([][unix.SizeofSockaddrInet6]byte, batchSize),
-		bufs:  make([][]byte, batchSize),
-		addrs: map[netip.AddrPort]*net.UDPAddr{},
+	for i := range b.hdrs {
+		b.bufs[i] = make([]byte, headroom+readBuffer)
+		b.iovs[i].Base = &b.bufs[i][headroom]
+		b.iovs[i].SetLen(readBuffer)
+		b.hdrs[i].Hdr.Iov = &b.iovs[i]
+		b.hdrs[i].Hdr.SetIovlen(1)
+		b.hdrs[i].Hdr.Name = &b.names[i][0]
 	}
-	for i := range r.hdrs {
-		r.bufs[i] = make([]byte, readBuffer)
-		r.iovs[i].Base = &r.bufs[i][0]
-		r.iovs[i].SetLen(readBuffer)
-		r.hdrs[i].Hdr.Iov = &r.iovs[i]
-		r.hdrs[i].Hdr.SetIovlen(1)
-		r.hdrs[i].Hdr.Name = &r.names[i][0]
-	}
-	r.fn = r.recvmmsg
-	return r, nil
+	return b
 }
 
-func (r *mmsgReader) recvmmsg(fd uintptr) bool {
-	for i := range r.hdrs {
-		r.hdrs[i].Hdr.Namelen = uint32(len(r.names[i]))
+// recv reads a batch from u; it returns false when there was nothing to
+// read or the socket is closed.
+func (b *mmsgBatch) recv(u *udpSocket) bool {
+	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Namelen = uint32(len(b.names[i]))
 	}
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
-		unix.MSG_DONTWAIT, 0, 0)
-	if e == unix.EAGAIN || e == unix.EINTR {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if u.fd < 0 {
+		b.n = 0
 		return false
 	}
-	r.n, r.next, r.rerr = int(n), 0, e
-	return true
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&b.hdrs[0])),
+			uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			// EAGAIN: another reader was first. Anything else (an ICMP
+			// error queued on the socket) is consumed by the failed call.
+			b.n = 0
+			return false
+		}
+		b.n = int(n)
+		return b.n > 0
+	}
 }
 
-// ReadFrom returns the next datagram of the batch, reading a new batch when
-// the last is used up.
-func (r *mmsgReader) ReadFrom(p []byte) (int, net.Addr, error) {
-	for r.next >= r.n {
-		if err := r.rc.Read(r.fn); err != nil {
-			return 0, nil, err
-		}
-		if r.rerr != 0 {
-			r.n = 0
-			return 0, nil, os.NewSyscallError("recvmmsg", r.rerr)
-		}
-	}
-	i := r.next
-	r.next++
-	ap, ok := decodeSockaddr(r.names[i][:])
-	if !ok {
-		return 0, nil, errBadSockaddr
-	}
-	addr, ok := r.addrs[ap]
-	if !ok {
-		if len(r.addrs) >= maxCachedAddrs {
-			clear(r.addrs)
-		}
-		addr = udpAddr(ap)
-		r.addrs[ap] = addr
-	}
-	return copy(p, r.bufs[i][:r.hdrs[i].Len]), addr, nil
+// datagram returns the i-th datagram of the batch, with the headroom in
+// front of it available to the caller, and its source.
+func (b *mmsgBatch) datagram(i int) (buf []byte, n int, src netip.AddrPort, ok bool) {
+	src, ok = decodeSockaddr(b.names[i][:])
+	return b.bufs[i], int(b.hdrs[i].Len), src, ok
 }

@@ -85,6 +85,13 @@ type Server struct {
 	relaysMu sync.Mutex
 	relays   map[string]*relayConn // by advertised address
 
+	// The UDP data path (datapath.go): its shards, the UDP listener sockets
+	// by bound address, and the UDP allocations by 5-tuple.
+	shards    []*shard
+	shardNext atomic.Uint32
+	udpGroups map[netip.AddrPort][]*udpListener
+	routes    routeTable
+
 	// maxStreamConns bounds each TCP/TLS listener's open connections.
 	maxStreamConns int
 
@@ -116,7 +123,10 @@ func New(opts Options) (_ *Server, err error) {
 		bindIP:  net.ParseIP(cfg.Relay.BindIP),
 		allocs:  newAllocTable(),
 		relays:  map[string]*relayConn{},
-		stop:    make(chan struct{}),
+		routes:  routeTable{m: map[clientKey]*relayConn{}},
+
+		udpGroups: map[netip.AddrPort][]*udpListener{},
+		stop:      make(chan struct{}),
 
 		maxStreamConns: maxStreamConns,
 	}
@@ -138,23 +148,34 @@ func New(opts Options) (_ *Server, err error) {
 	if sockets == 0 {
 		sockets = runtime.NumCPU()
 	}
+	for i := 0; i < sockets; i++ {
+		sh, err := newShard(s, i)
+		if err != nil {
+			return nil, err
+		}
+		s.shards = append(s.shards, sh)
+		go sh.run()
+		s.closers = append(s.closers, func() error { sh.stop(); return nil })
+	}
 	gen := addressGenerator{s}
 	var pcs []turn.PacketConnConfig
 	var lcs []turn.ListenerConfig
 	for _, a := range cfg.Listen.UDP {
-		conns, err := listenUDP(a, sockets)
+		socks, err := listenUDP(a, sockets)
 		if err != nil {
 			return nil, err
 		}
-		for _, c := range conns {
-			s.closers = append(s.closers, c.Close)
-			ul, err := newUDPListener(s, c)
-			if err != nil {
+		local := socks[0].local
+		for i, sock := range socks {
+			ul := newUDPListener(s, sock)
+			s.closers = append(s.closers, ul.Close)
+			if _, err := s.shards[i].add(sock, ul); err != nil {
 				return nil, err
 			}
+			s.udpGroups[ul.localAP] = append(s.udpGroups[ul.localAP], ul)
 			pcs = append(pcs, turn.PacketConnConfig{PacketConn: ul, RelayAddressGenerator: gen, PermissionHandler: s.permit})
 		}
-		s.addrs.UDP = append(s.addrs.UDP, conns[0].LocalAddr())
+		s.addrs.UDP = append(s.addrs.UDP, local)
 	}
 	for _, a := range cfg.Listen.TCP {
 		l, err := listenTCP(a)
@@ -217,18 +238,10 @@ func New(opts Options) (_ *Server, err error) {
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
-			OnPermissionCreated: func(net.Addr, net.Addr, string, string, string, net.Addr, net.IP) {
-				s.metrics.permissionsActive.Inc()
-			},
-			OnPermissionDeleted: func(net.Addr, net.Addr, string, string, string, net.Addr, net.IP) {
-				s.metrics.permissionsActive.Dec()
-			},
-			OnChannelCreated: func(net.Addr, net.Addr, string, string, string, net.Addr, net.Addr, uint16) {
-				s.metrics.channelsActive.Inc()
-			},
-			OnChannelDeleted: func(net.Addr, net.Addr, string, string, string, net.Addr, net.Addr, uint16) {
-				s.metrics.channelsActive.Dec()
-			},
+			OnPermissionCreated: s.onPermissionCreated,
+			OnPermissionDeleted: s.onPermissionDeleted,
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
 		},
 	})
 	if err != nil {
@@ -355,7 +368,13 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-func (s *Server) onAllocationCreated(src, _ net.Addr, protocol, username, _ string, relayAddr net.Addr, _ int) {
+// nextShard spreads relay sockets over the shards.
+func (s *Server) nextShard() *shard {
+	return s.shards[int(s.shardNext.Add(1))%len(s.shards)]
+}
+
+func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, username, _ string, relayAddr net.Addr, _ int) {
+	s.routeClient(src, dst, protocol, relayAddr)
 	st := s.state.Load()
 	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: relayAddr.String()}
 	if _, static := st.userKeys[username]; !static {
@@ -444,13 +463,17 @@ func hostIPs(extra netip.Addr) []netip.Addr {
 	return out
 }
 
+// addrPort converts a with IPv4 in its 4-byte form, as the data path sees
+// addresses.
 func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
 	switch v := a.(type) {
 	case *net.UDPAddr:
-		return v.AddrPort()
+		ap = v.AddrPort()
 	case *net.TCPAddr:
-		return v.AddrPort()
+		ap = v.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
 	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

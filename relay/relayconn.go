@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,15 +34,14 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 	s := g.s
 	lo, hi := s.ports.Min, s.ports.Max
 	try := func(port int) (net.PacketConn, net.Addr, error) {
-		conn, err := net.ListenUDP(network, &net.UDPAddr{IP: s.bindIP, Port: port})
+		// Room for a burst from the peer: kernel memory, used only when filled.
+		sock, err := openUDP(network, s.bindIP, port, false, relaySocketBuffer, 0)
 		if err != nil {
 			return nil, nil, err
 		}
-		// Room for a burst from the peer: kernel memory, used only when filled.
-		_ = conn.SetReadBuffer(relaySocketBuffer)
-		rc, err := s.newRelayConn(conn)
+		rc, err := s.newRelayConn(sock)
 		if err != nil {
-			_ = conn.Close()
+			_ = sock.close()
 			return nil, nil, err
 		}
 		return rc, rc.advertised, nil
@@ -66,16 +66,28 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 	return nil, nil, fmt.Errorf("no free relay port in %d-%d: %w", lo, hi, lastErr)
 }
 
-// relayConn is one allocation's relay socket. pion reads from it what peers
-// send (ReadFrom: peer -> client) and writes to it what the client sends
-// (WriteTo: client -> peer).
+// relayConn is one allocation's relay socket, polled by a data-path shard.
+// To a UDP client the shard relays peers' datagrams itself; for a TCP or TLS
+// client it hands them to pion through the inbox (ReadFrom: peer -> client).
+// pion writes to it what a TCP or TLS client sends (WriteTo: client ->
+// peer); the shard does the same for a UDP client through toPeer.
 type relayConn struct {
-	*net.UDPConn
-	raw        *rawSocket
 	s          *Server
+	sock       *udpSocket
+	sh         *shard
+	id         uint64 // the shard's registration
 	advertised *net.UDPAddr
 	key        string // advertised address, as pion reports it in events
 	up, down   *rate.Limiter
+	inbox      *inbox
+
+	// routes is what the data path relays by, kept from pion's events.
+	routes   atomic.Pointer[relayRoutes]
+	routesMu sync.Mutex // serialises the copy-on-write updates
+
+	// The shard's last peer address handed to pion.
+	lastSrc   *net.UDPAddr
+	lastSrcAP netip.AddrPort
 
 	// The last peer checked against the policy, so that a datagram to the
 	// same peer costs no policy walk.
@@ -87,65 +99,80 @@ type relayConn struct {
 	closed   sync.Once
 }
 
-func (s *Server) newRelayConn(c *net.UDPConn) (*relayConn, error) {
-	raw, err := newRawSocket(c)
-	if err != nil {
-		return nil, err
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	rc := &relayConn{UDPConn: c, raw: raw, s: s, advertised: &net.UDPAddr{IP: s.publicIP, Port: port}}
+// relayInbox is how many peer datagrams may wait for pion's read loop.
+const relayInbox = 64
+
+func (s *Server) newRelayConn(sock *udpSocket) (*relayConn, error) {
+	rc := &relayConn{s: s, sock: sock, advertised: &net.UDPAddr{IP: s.publicIP, Port: sock.local.Port},
+		inbox: newInbox(relayInbox, s.metrics.inboxDrops.Inc)}
 	rc.key = rc.advertised.String()
+	rc.routes.Store(&relayRoutes{})
 	if bw := s.state.Load().bandwidth; bw > 0 {
 		// A burst of a quarter second, at least one full datagram.
 		burst := max(int(bw/4), 1600)
 		rc.up = rate.NewLimiter(rate.Limit(bw), burst)
 		rc.down = rate.NewLimiter(rate.Limit(bw), burst)
 	}
+	rc.sh = s.nextShard()
+	id, err := rc.sh.add(sock, rc)
+	if err != nil {
+		return nil, err
+	}
+	rc.id = id
 	s.relaysMu.Lock()
 	s.relays[rc.key] = rc
 	s.relaysMu.Unlock()
 	return rc, nil
 }
 
-// ReadFrom returns the next datagram from a peer that the bandwidth cap lets
-// through.
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.raw.readFrom(p)
-		if err != nil {
-			return n, addr, err
-		}
-		if c.down != nil && !c.down.AllowN(time.Now(), n) {
-			c.s.metrics.droppedFromPeer.Inc()
-			continue
-		}
-		c.s.metrics.packetsFromPeer.Inc()
-		c.s.metrics.bytesFromPeer.Add(float64(n))
-		return n, addr, nil
+// ReadFrom returns the next datagram from a peer that the data path left to
+// pion.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) { return c.inbox.read(p) }
+
+// fromPeer applies the bandwidth cap and the counters to an n-byte datagram
+// from a peer; false means drop it.
+func (c *relayConn) fromPeer(n int) bool {
+	if c.down != nil && !c.down.AllowN(time.Now(), n) {
+		c.s.metrics.droppedFromPeer.Inc()
+		return false
 	}
+	c.s.metrics.packetsFromPeer.Inc()
+	c.s.metrics.bytesFromPeer.Add(float64(n))
+	return true
 }
 
-// WriteTo sends a client's datagram to a peer, unless the peer policy (as it
-// stands after any reload) or the bandwidth cap says no. A dropped datagram
-// is reported as sent: UDP gives no such guarantee anyway.
+// WriteTo sends a client's datagram to a peer (see toPeer).
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, fmt.Errorf("relay: unexpected peer address type %T", addr)
 	}
-	if !c.peerAllowed(ua.AddrPort()) {
-		return len(p), nil
+	peer := ua.AddrPort()
+	sa := makeSockaddr(peer, c.sock.v6)
+	if err := c.toPeer(p, peer, &sa); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// toPeer sends a client's datagram to a peer, unless the peer policy (as it
+// stands after any reload) or the bandwidth cap says no. A dropped datagram
+// is not an error: UDP gives no guarantee anyway.
+func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr) error {
+	if !c.peerAllowed(peer) {
+		return nil
 	}
 	if c.up != nil && !c.up.AllowN(time.Now(), len(p)) {
 		c.s.metrics.droppedToPeer.Inc()
-		return len(p), nil
+		return nil
 	}
-	n, err := c.raw.writeTo(p, ua)
-	if err == nil {
-		c.s.metrics.packetsToPeer.Inc()
-		c.s.metrics.bytesToPeer.Add(float64(n))
+	if err := c.sock.sendto(p, sa); err != nil {
+		c.s.metrics.sendErrors.Inc()
+		return err
 	}
-	return n, err
+	c.s.metrics.packetsToPeer.Inc()
+	c.s.metrics.bytesToPeer.Add(float64(len(p)))
+	return nil
 }
 
 func (c *relayConn) peerAllowed(ap netip.AddrPort) bool {
@@ -165,6 +192,13 @@ func (c *relayConn) peerAllowed(ap netip.AddrPort) bool {
 	return ok
 }
 
+func (c *relayConn) LocalAddr() net.Addr { return c.sock.local }
+
+// Deadlines are not used by pion on relay sockets; reads end with Close.
+func (c *relayConn) SetDeadline(time.Time) error      { return nil }
+func (c *relayConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *relayConn) SetWriteDeadline(time.Time) error { return nil }
+
 // Close releases the socket; pion then deletes the allocation if it has not
 // already.
 func (c *relayConn) Close() error {
@@ -174,7 +208,12 @@ func (c *relayConn) Close() error {
 			delete(c.s.relays, c.key)
 		}
 		c.s.relaysMu.Unlock()
-		c.closeErr = c.UDPConn.Close()
+		if rt := c.routes.Load(); rt.out != nil {
+			c.s.unroute(rt.clientAP, rt.localAP, c)
+		}
+		c.inbox.close()
+		c.closeErr = c.sock.close()
+		c.sh.forget(c.id)
 	})
 	return c.closeErr
 }

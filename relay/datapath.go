@@ -1,0 +1,384 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The data path moves relayed UDP media without pion. Each shard is one
+// goroutine with its own epoll set holding one socket of every UDP listener
+// (the kernel spreads clients over the SO_REUSEPORT sockets) and a share of
+// the relay sockets. On a wake-up it reads every ready socket in recvmmsg
+// batches and relays what it can on the spot:
+//
+//   - client -> peer: ChannelData and Send indications of a UDP allocation;
+//   - peer -> client: to a UDP client, as ChannelData when the peer has a
+//     channel, as a Data indication when it has a permission;
+//   - STUN Binding requests, answered as pion answers them.
+//
+// Everything else — every request that creates or changes state, and data
+// for allocations made over TCP or TLS — goes to pion through the inbox of
+// the PacketConn it reads. The relay tables the data path reads (which
+// client owns an allocation, its channels and permissions) are kept by
+// pion's own events, which pion raises before it answers the request that
+// caused them, so a client can never use a channel the data path does not
+// know yet. The per-datagram rules — the peer policy, the bandwidth cap,
+// the counters — are the same functions whichever path carries a datagram.
+//
+// Why: relaying through pion costs two goroutine wake-ups per round trip
+// (its listener read loop, then the allocation's read loop) plus its
+// per-packet allocations; coturn pays one epoll_wait per batch on one
+// thread. See docs/design.md.
+
+// shard is one data-path goroutine and its epoll set.
+type shard struct {
+	s     *Server
+	index int
+	epfd  int
+	wake  int // eventfd; a write stops the loop
+	file  *os.File
+	evs   []unix.EpollEvent
+
+	mu   sync.Mutex
+	ends map[uint64]endpoint // by registration id
+	next uint64
+
+	in   *mmsgBatch // listener reads
+	peer *mmsgBatch // relay socket reads, with room for a header in front
+	out  [128]byte  // a Binding response
+	txid *txidSource
+
+	done chan struct{}
+}
+
+// endpoint is a socket the shard polls.
+type endpoint interface {
+	readable(sh *shard)
+}
+
+// wakeID marks the eventfd's registration; socket ids start above it.
+const wakeID = 0
+
+// maxEvents is how many ready sockets one epoll_wait may return.
+const maxEvents = 64
+
+// peerHeadroom fits the largest header the data path puts before a peer's
+// payload: a Data indication to an IPv6 peer (STUN header 20, XOR-PEER-
+// ADDRESS 4+20, DATA attribute header 4).
+const peerHeadroom = 48
+
+func newShard(s *Server, index int) (*shard, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	sh := &shard{
+		s: s, index: index, epfd: epfd, wake: wake,
+		evs:  make([]unix.EpollEvent, maxEvents),
+		ends: map[uint64]endpoint{},
+		next: wakeID + 1,
+		in:   newMmsgBatch(0),
+		peer: newMmsgBatch(peerHeadroom),
+		txid: newTxidSource(),
+		done: make(chan struct{}),
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setEventID(&ev, wakeID)
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		_ = unix.Close(wake)
+		_ = unix.Close(epfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	// The epoll set itself is pollable: the shard parks in Go's netpoller
+	// on it, so an idle shard costs nothing and a busy one is woken once
+	// per batch of ready sockets, not once per socket or datagram.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(wake)
+		_ = unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	sh.file = os.NewFile(uintptr(epfd), "epoll")
+	return sh, nil
+}
+
+func setEventID(ev *unix.EpollEvent, id uint64) {
+	ev.Fd = int32(uint32(id))
+	ev.Pad = int32(uint32(id >> 32))
+}
+
+func eventID(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// add starts polling sock for ep and returns the registration id.
+func (sh *shard) add(sock *udpSocket, ep endpoint) (uint64, error) {
+	sh.mu.Lock()
+	id := sh.next
+	sh.next++
+	sh.ends[id] = ep
+	sh.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setEventID(&ev, id)
+	sock.mu.RLock()
+	err := unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_ADD, sock.fd, &ev)
+	sock.mu.RUnlock()
+	if err != nil {
+		sh.forget(id)
+		return 0, os.NewSyscallError("epoll_ctl", err)
+	}
+	return id, nil
+}
+
+// forget drops a registration. Closing the socket has already taken it out
+// of the epoll set; an event for it still in hand finds no endpoint, or one
+// whose socket reads as closed.
+func (sh *shard) forget(id uint64) {
+	sh.mu.Lock()
+	delete(sh.ends, id)
+	sh.mu.Unlock()
+}
+
+func (sh *shard) endpoint(id uint64) endpoint {
+	sh.mu.Lock()
+	ep := sh.ends[id]
+	sh.mu.Unlock()
+	return ep
+}
+
+// run is the shard's loop; it returns when stop is called.
+func (sh *shard) run() {
+	defer close(sh.done)
+	rc, err := sh.file.SyscallConn()
+	if err != nil {
+		sh.s.log.Error("data path cannot poll its epoll set")
+		return
+	}
+	var n int
+	wait := func(fd uintptr) bool {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, fd, uintptr(unsafe.Pointer(&sh.evs[0])), uintptr(len(sh.evs)), 0, 0, 0)
+		if e != 0 || r == 0 {
+			return false
+		}
+		n = int(r)
+		return true
+	}
+	for {
+		if err := rc.Read(wait); err != nil {
+			return
+		}
+		for i := 0; i < n; i++ {
+			id := eventID(&sh.evs[i])
+			if id == wakeID {
+				return
+			}
+			if ep := sh.endpoint(id); ep != nil {
+				ep.readable(sh)
+			}
+		}
+	}
+}
+
+// stop ends the loop and releases the epoll set.
+func (sh *shard) stop() {
+	var one [8]byte
+	one[0] = 1
+	_, _ = unix.Write(sh.wake, one[:])
+	<-sh.done
+	_ = sh.file.Close()
+	_ = unix.Close(sh.wake)
+}
+
+// readable drains one batch from a listener socket: fast-path what it can,
+// hand the rest to pion.
+func (u *udpListener) readable(sh *shard) {
+	b := sh.in
+	if !b.recv(u.sock) {
+		return
+	}
+	for i := 0; i < b.n; i++ {
+		buf, n, src, ok := b.datagram(i)
+		if !ok {
+			continue
+		}
+		p := buf[:n]
+		if isChannelData(p) {
+			u.channelData(p, src)
+			continue
+		}
+		switch stunType(p) {
+		case typeBindingReq:
+			u.answerBinding(sh, p, src)
+			continue
+		case typeSendInd:
+			if u.sendIndication(p, src) {
+				continue
+			}
+		}
+		u.inbox.put(p, u.addrOf(src))
+	}
+}
+
+// channelData relays a client's ChannelData to the channel's peer. With no
+// such allocation or channel it is dropped, as pion drops it.
+func (u *udpListener) channelData(p []byte, src netip.AddrPort) {
+	rc := u.s.route(src, u.localAP)
+	if rc == nil {
+		u.s.metrics.unroutable.Inc()
+		return
+	}
+	num := uint16(p[0])<<8 | uint16(p[1])
+	ch, ok := rc.routes.Load().channels[num]
+	if !ok {
+		u.s.metrics.unroutable.Inc()
+		return
+	}
+	length := int(uint16(p[2])<<8 | uint16(p[3]))
+	rc.toPeer(p[4:4+length], ch.peer, &ch.sa)
+}
+
+// sendIndication relays a client's Send indication to a permitted peer. It
+// returns false for one it cannot parse, which pion then refuses.
+func (u *udpListener) sendIndication(p []byte, src netip.AddrPort) bool {
+	peer, data, ok := parseSendIndication(p)
+	if !ok {
+		return false
+	}
+	rc := u.s.route(src, u.localAP)
+	if rc == nil {
+		u.s.metrics.unroutable.Inc()
+		return true
+	}
+	if _, ok := rc.routes.Load().perms[peer.Addr()]; !ok {
+		u.s.metrics.unroutable.Inc()
+		return true
+	}
+	sa := makeSockaddr(peer, rc.sock.v6)
+	rc.toPeer(data, peer, &sa)
+	return true
+}
+
+// answerBinding answers a Binding request with the client's reflexive
+// address, as pion does (XOR-MAPPED-ADDRESS and FINGERPRINT).
+func (u *udpListener) answerBinding(sh *shard, req []byte, src netip.AddrPort) {
+	resp := buildBindingSuccess(sh.out[:0], req, src)
+	sa := makeSockaddr(src, u.sock.v6)
+	if err := u.sock.sendto(resp, &sa); err != nil {
+		u.s.metrics.sendErrors.Inc()
+	}
+}
+
+// addrOf returns src as the *net.UDPAddr handed to pion, reusing the last
+// one made for that source (only the shard's goroutine calls it).
+func (u *udpListener) addrOf(src netip.AddrPort) *net.UDPAddr {
+	if a, ok := u.addrs[src]; ok {
+		return a
+	}
+	if len(u.addrs) >= maxCachedAddrs {
+		clear(u.addrs)
+	}
+	a := udpAddr(src)
+	u.addrs[src] = a
+	return a
+}
+
+// maxCachedAddrs bounds a listener's address cache; it is cleared when full.
+const maxCachedAddrs = 4096
+
+// readable drains one batch from a relay socket (peer -> client).
+func (c *relayConn) readable(sh *shard) {
+	b := sh.peer
+	if !b.recv(c.sock) {
+		return
+	}
+	rt := c.routes.Load()
+	for i := 0; i < b.n; i++ {
+		buf, n, src, ok := b.datagram(i)
+		if !ok || !c.fromPeer(n) {
+			continue
+		}
+		if rt.out == nil {
+			// A TCP or TLS client, or one pion has not reported yet.
+			c.inbox.put(buf[peerHeadroom:peerHeadroom+n], c.addrOf(src))
+			continue
+		}
+		var msg []byte
+		if num, ok := rt.byPeer[src]; ok {
+			msg = frameChannelData(buf, n, num)
+		} else if _, ok := rt.perms[src.Addr()]; ok {
+			msg = frameDataIndication(buf, n, src, sh.txid.next())
+		} else {
+			c.s.metrics.unroutable.Inc()
+			continue
+		}
+		if err := rt.out.sendto(msg, &rt.client); err != nil {
+			c.s.metrics.sendErrors.Inc()
+		}
+	}
+}
+
+// addrOf returns src as a *net.UDPAddr for pion, reusing the last one.
+func (c *relayConn) addrOf(src netip.AddrPort) *net.UDPAddr {
+	if c.lastSrc == nil || c.lastSrcAP != src {
+		c.lastSrc, c.lastSrcAP = udpAddr(src), src
+	}
+	return c.lastSrc
+}
+
+// inbox hands pion the datagrams the data path does not relay itself; pion
+// reads them through the PacketConn's ReadFrom. A full inbox drops, as a
+// full socket buffer would.
+type inbox struct {
+	ch    chan *inPacket
+	done  chan struct{}
+	once  sync.Once
+	drops func()
+}
+
+type inPacket struct {
+	b    [readBuffer]byte
+	n    int
+	addr *net.UDPAddr
+}
+
+var inPackets = sync.Pool{New: func() any { return new(inPacket) }}
+
+func newInbox(size int, drops func()) *inbox {
+	return &inbox{ch: make(chan *inPacket, size), done: make(chan struct{}), drops: drops}
+}
+
+func (q *inbox) put(p []byte, addr *net.UDPAddr) {
+	pk := inPackets.Get().(*inPacket)
+	pk.n = copy(pk.b[:], p)
+	pk.addr = addr
+	select {
+	case q.ch <- pk:
+	default:
+		pk.addr = nil
+		inPackets.Put(pk)
+		q.drops()
+	}
+}
+
+func (q *inbox) read(p []byte) (int, net.Addr, error) {
+	select {
+	case pk := <-q.ch:
+		n, addr := copy(p, pk.b[:pk.n]), pk.addr
+		pk.addr = nil
+		inPackets.Put(pk)
+		return n, addr, nil
+	case <-q.done:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+func (q *inbox) close() { q.once.Do(func() { close(q.done) }) }

@@ -1,0 +1,207 @@
+package relay
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"hash/crc32"
+	mrand "math/rand/v2"
+	"net/netip"
+)
+
+// The few STUN and TURN frames the data path reads and writes itself, byte
+// for byte as pion reads and writes them (RFC 8489, RFC 8656). Everything
+// else is parsed by pion.
+
+const (
+	stunHeaderSize  = 20
+	magicCookie     = 0x2112A442
+	typeBindingReq  = 0x0001
+	typeBindingOK   = 0x0101
+	typeSendInd     = 0x0016
+	typeDataInd     = 0x0017
+	attrXORMapped   = 0x0020
+	attrXORPeer     = 0x0012
+	attrData        = 0x0013
+	attrFingerprint = 0x8028
+	fingerprintXOR  = 0x5354554e
+)
+
+// isChannelData reports a ChannelData message: a channel number in pion's
+// range 0x4000-0x7FFF and a length that fits the datagram.
+func isChannelData(p []byte) bool {
+	if len(p) < 4 || p[0] < 0x40 || p[0] > 0x7F {
+		return false
+	}
+	return int(binary.BigEndian.Uint16(p[2:4])) <= len(p)-4
+}
+
+// stunType returns a STUN message's type when p is a whole, well-formed
+// STUN message (header, cookie, length, attributes within bounds), else 0.
+func stunType(p []byte) uint16 {
+	if len(p) < stunHeaderSize || p[0]&0xC0 != 0 || binary.BigEndian.Uint32(p[4:8]) != magicCookie {
+		return 0
+	}
+	size := int(binary.BigEndian.Uint16(p[2:4]))
+	if size%4 != 0 || stunHeaderSize+size != len(p) {
+		return 0
+	}
+	for off := stunHeaderSize; off < len(p); {
+		if off+4 > len(p) {
+			return 0
+		}
+		l := int(binary.BigEndian.Uint16(p[off+2 : off+4]))
+		off += 4 + padded(l)
+		if off > len(p) {
+			return 0
+		}
+	}
+	return binary.BigEndian.Uint16(p[0:2])
+}
+
+func padded(l int) int       { return (l + 3) &^ 3 }
+func txidOf(p []byte) []byte { return p[8:stunHeaderSize] }
+func putAttrHeader(b []byte, t, l int) {
+	binary.BigEndian.PutUint16(b, uint16(t))
+	binary.BigEndian.PutUint16(b[2:], uint16(l))
+}
+
+// parseSendIndication returns a well-formed Send indication's first
+// XOR-PEER-ADDRESS and DATA, as pion takes them. p must have passed
+// stunType, which bounds every attribute.
+func parseSendIndication(p []byte) (peer netip.AddrPort, data []byte, ok bool) {
+	var havePeer, haveData bool
+	for off := stunHeaderSize; off+4 <= len(p); {
+		t := binary.BigEndian.Uint16(p[off : off+2])
+		l := int(binary.BigEndian.Uint16(p[off+2 : off+4]))
+		v := p[off+4 : off+4+l]
+		switch {
+		case t == attrXORPeer && !havePeer:
+			if peer, havePeer = decodeXORAddress(v, txidOf(p)); !havePeer {
+				return peer, nil, false
+			}
+		case t == attrData && !haveData:
+			data, haveData = v, true
+		}
+		off += 4 + padded(l)
+	}
+	return peer, data, havePeer && haveData
+}
+
+// decodeXORAddress reads an XOR-*-ADDRESS value.
+func decodeXORAddress(v, txid []byte) (netip.AddrPort, bool) {
+	if len(v) < 4 {
+		return netip.AddrPort{}, false
+	}
+	port := binary.BigEndian.Uint16(v[2:4]) ^ (magicCookie >> 16)
+	var key [16]byte
+	binary.BigEndian.PutUint32(key[0:4], magicCookie)
+	copy(key[4:], txid)
+	switch {
+	case v[1] == 1 && len(v) == 8:
+		var a [4]byte
+		for i := range a {
+			a[i] = v[4+i] ^ key[i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4(a), port), true
+	case v[1] == 2 && len(v) == 20:
+		var a [16]byte
+		for i := range a {
+			a[i] = v[4+i] ^ key[i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// appendXORAddress appends an XOR-*-ADDRESS attribute of type t.
+func appendXORAddress(b []byte, t int, ap netip.AddrPort, txid []byte) []byte {
+	a := ap.Addr().Unmap()
+	var key [16]byte
+	binary.BigEndian.PutUint32(key[0:4], magicCookie)
+	copy(key[4:], txid)
+	family, size := byte(1), 4
+	if a.Is6() {
+		family, size = 2, 16
+	}
+	var h [8]byte
+	putAttrHeader(h[:], t, 4+size)
+	h[5] = family
+	binary.BigEndian.PutUint16(h[6:8], ap.Port()^(magicCookie>>16))
+	b = append(b, h[:]...)
+	raw := a.As16()
+	ip := raw[16-size:]
+	if size == 4 {
+		a4 := a.As4()
+		ip = a4[:]
+	}
+	for i := 0; i < size; i++ {
+		b = append(b, ip[i]^key[i])
+	}
+	return b
+}
+
+// buildBindingSuccess appends to b the answer to the Binding request req
+// from src: XOR-MAPPED-ADDRESS then FINGERPRINT, as pion builds it.
+func buildBindingSuccess(b, req []byte, src netip.AddrPort) []byte {
+	txid := txidOf(req)
+	b = append(b, 0, 0, 0, 0, 0x21, 0x12, 0xA4, 0x42)
+	binary.BigEndian.PutUint16(b[0:2], typeBindingOK)
+	b = append(b, txid...)
+	b = appendXORAddress(b, attrXORMapped, src, txid)
+	// The length covers the fingerprint before the CRC is taken.
+	binary.BigEndian.PutUint16(b[2:4], uint16(len(b)-stunHeaderSize+8))
+	crc := crc32.ChecksumIEEE(b) ^ fingerprintXOR
+	var f [8]byte
+	putAttrHeader(f[:], attrFingerprint, 4)
+	binary.BigEndian.PutUint32(f[4:], crc)
+	return append(b, f[:]...)
+}
+
+// frameChannelData puts a ChannelData header for channel num in front of the
+// n-byte payload at buf[peerHeadroom:], pads it to 4 bytes as pion does, and
+// returns the message.
+func frameChannelData(buf []byte, n int, num uint16) []byte {
+	start := peerHeadroom - 4
+	binary.BigEndian.PutUint16(buf[start:], num)
+	binary.BigEndian.PutUint16(buf[start+2:], uint16(n))
+	end := peerHeadroom + padded(n)
+	clear(buf[peerHeadroom+n : end])
+	return buf[start:end]
+}
+
+// frameDataIndication puts a Data indication header (XOR-PEER-ADDRESS, then
+// the DATA attribute) in front of the n-byte payload at buf[peerHeadroom:].
+func frameDataIndication(buf []byte, n int, peer netip.AddrPort, txid [12]byte) []byte {
+	addrSize := 8
+	if peer.Addr().Unmap().Is6() {
+		addrSize = 20
+	}
+	start := peerHeadroom - 4 - (4 + addrSize) - stunHeaderSize
+	h := buf[start:start:peerHeadroom]
+	h = append(h, 0, 0, 0, 0, 0x21, 0x12, 0xA4, 0x42)
+	binary.BigEndian.PutUint16(h[0:2], typeDataInd)
+	h = append(h, txid[:]...)
+	h = appendXORAddress(h, attrXORPeer, peer, txid[:])
+	h = h[:len(h)+4]
+	putAttrHeader(h[len(h)-4:], attrData, n)
+	end := peerHeadroom + padded(n)
+	clear(buf[peerHeadroom+n : end])
+	binary.BigEndian.PutUint16(buf[start+2:], uint16(end-start-stunHeaderSize))
+	return buf[start:end]
+}
+
+// txidSource makes transaction IDs for Data indications: unpredictable
+// (seeded from crypto/rand) without a system call per message.
+type txidSource struct{ r *mrand.ChaCha8 }
+
+func newTxidSource() *txidSource {
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
+	return &txidSource{r: mrand.NewChaCha8(seed)}
+}
+
+func (t *txidSource) next() [12]byte {
+	var id [12]byte
+	_, _ = t.r.Read(id[:])
+	return id
+}

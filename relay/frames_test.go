@@ -1,0 +1,111 @@
+package relay
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/pion/stun/v3"
+)
+
+var frameAddrs = []netip.AddrPort{
+	netip.MustParseAddrPort("192.0.2.7:40000"),
+	netip.MustParseAddrPort("[2001:db8::1]:3478"),
+}
+
+// TestBindingSuccessMatchesPion: the data path's Binding answer is byte for
+// byte what pion/stun builds for pion's own handler.
+func TestBindingSuccessMatchesPion(t *testing.T) {
+	for _, src := range frameAddrs {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+		got := buildBindingSuccess(nil, req.Raw, src)
+		want := stun.MustBuild(&stun.Message{TransactionID: req.TransactionID}, stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: net.IP(src.Addr().AsSlice()), Port: int(src.Port())}, stun.Fingerprint)
+		if !bytes.Equal(got, want.Raw) {
+			t.Errorf("%s:\n got %x\nwant %x", src, got, want.Raw)
+		}
+	}
+}
+
+// TestDataIndicationDecodes: a Data indication framed in place decodes with
+// pion/stun to the peer and payload, padded to 4 bytes.
+func TestDataIndicationDecodes(t *testing.T) {
+	for _, peer := range frameAddrs {
+		for _, n := range []int{0, 1, 5, 100} {
+			buf := make([]byte, peerHeadroom+readBuffer)
+			payload := bytes.Repeat([]byte{0xAB}, n)
+			copy(buf[peerHeadroom:], payload)
+			// Garbage where the padding goes must not leak out.
+			for i := peerHeadroom + n; i < peerHeadroom+n+4; i++ {
+				buf[i] = 0xFF
+			}
+			raw := frameDataIndication(buf, n, peer, [12]byte{1, 2, 3})
+			m := &stun.Message{Raw: append([]byte(nil), raw...)}
+			if err := m.Decode(); err != nil {
+				t.Fatalf("%s n=%d: %v", peer, n, err)
+			}
+			if m.Type != stun.NewType(stun.MethodData, stun.ClassIndication) {
+				t.Fatalf("type %v", m.Type)
+			}
+			var xa stun.XORMappedAddress
+			if err := xa.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
+				t.Fatal(err)
+			}
+			if got := netip.AddrPortFrom(netip.MustParseAddr(xa.IP.String()), uint16(xa.Port)); got != peer {
+				t.Errorf("peer %s, want %s", got, peer)
+			}
+			data, err := m.Get(stun.AttrData)
+			if err != nil || !bytes.Equal(data, payload) {
+				t.Errorf("data %x (%v), want %x", data, err, payload)
+			}
+			if len(raw)%4 != 0 || bytes.Contains(raw[len(raw)-padded(n)+n:], []byte{0xFF}) {
+				t.Errorf("padding: %x", raw)
+			}
+		}
+	}
+}
+
+// TestSendIndicationParses reads what pion/stun builds, and refuses what is
+// cut short.
+func TestSendIndicationParses(t *testing.T) {
+	for _, peer := range frameAddrs {
+		payload := []byte("hello")
+		m := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+			&xorPeer{peer}, stun.RawAttribute{Type: stun.AttrData, Value: payload}, stun.Fingerprint)
+		if stunType(m.Raw) != typeSendInd {
+			t.Fatalf("stunType = %#x", stunType(m.Raw))
+		}
+		got, data, ok := parseSendIndication(m.Raw)
+		if !ok || got != peer || !bytes.Equal(data, payload) {
+			t.Errorf("parse = %s %q %v, want %s %q", got, data, ok, peer, payload)
+		}
+		for cut := 1; cut < len(m.Raw); cut++ {
+			if stunType(m.Raw[:cut]) != 0 {
+				t.Errorf("a message cut to %d bytes passed", cut)
+			}
+		}
+	}
+}
+
+type xorPeer struct{ ap netip.AddrPort }
+
+func (x *xorPeer) AddTo(m *stun.Message) error {
+	a := stun.XORMappedAddress{IP: net.IP(x.ap.Addr().AsSlice()), Port: int(x.ap.Port())}
+	return a.AddToAs(m, stun.AttrXORPeerAddress)
+}
+
+// TestChannelDataFrame: header, length and zeroed padding.
+func TestChannelDataFrame(t *testing.T) {
+	buf := make([]byte, peerHeadroom+readBuffer)
+	copy(buf[peerHeadroom:], "abcde")
+	buf[peerHeadroom+5] = 0xFF
+	got := frameChannelData(buf, 5, 0x4001)
+	want := []byte{0x40, 0x01, 0, 5, 'a', 'b', 'c', 'd', 'e', 0, 0, 0}
+	if !bytes.Equal(got, want) {
+		t.Errorf("got %x, want %x", got, want)
+	}
+	if !isChannelData(got) || isChannelData(got[:3]) || isChannelData([]byte{0x40, 1, 0, 9, 1}) {
+		t.Error("isChannelData")
+	}
+}

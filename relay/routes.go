@@ -1,0 +1,177 @@
+package relay
+
+import (
+	"maps"
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// relayRoutes is what the data path knows of one allocation: where its UDP
+// client is, and its channels and permissions. It is immutable; the event
+// handlers below swap in an updated copy, so the data path reads it with one
+// atomic load. Allocations have a handful of channels and permissions, so
+// the copies are small and rare next to the datagrams.
+type relayRoutes struct {
+	// out and client are set for a client on a UDP listener: the data path
+	// sends peers' datagrams to client from out. nil leaves them to pion.
+	out      *udpSocket
+	client   sockaddr
+	clientAP netip.AddrPort
+	localAP  netip.AddrPort
+
+	channels map[uint16]channelRoute   // by channel number
+	byPeer   map[netip.AddrPort]uint16 // channel number by peer
+	perms    map[netip.Addr]struct{}   // permitted peer IPs
+}
+
+type channelRoute struct {
+	peer netip.AddrPort
+	sa   sockaddr
+}
+
+// update applies f to a copy of the routes and publishes it.
+func (c *relayConn) update(f func(r *relayRoutes)) {
+	c.routesMu.Lock()
+	defer c.routesMu.Unlock()
+	r := *c.routes.Load()
+	f(&r)
+	c.routes.Store(&r)
+}
+
+// clientKey names a UDP allocation by its 5-tuple: the client's address and
+// the listener address it talks to.
+type clientKey struct {
+	client, local netip.AddrPort
+}
+
+// routeTable maps each UDP allocation's 5-tuple to its relay socket, for the
+// client -> peer direction.
+type routeTable struct {
+	mu sync.RWMutex
+	m  map[clientKey]*relayConn
+}
+
+// route returns the relay socket of the UDP allocation of client on local.
+func (s *Server) route(client, local netip.AddrPort) *relayConn {
+	s.routes.mu.RLock()
+	rc := s.routes.m[clientKey{client, local}]
+	s.routes.mu.RUnlock()
+	return rc
+}
+
+func (s *Server) unroute(client, local netip.AddrPort, rc *relayConn) {
+	s.routes.mu.Lock()
+	k := clientKey{client, local}
+	if s.routes.m[k] == rc {
+		delete(s.routes.m, k)
+	}
+	s.routes.mu.Unlock()
+}
+
+// relayConnAt finds the relay socket pion reports by its relayed address.
+func (s *Server) relayConnAt(relayAddr net.Addr) *relayConn {
+	if relayAddr == nil {
+		return nil
+	}
+	s.relaysMu.Lock()
+	rc := s.relays[relayAddr.String()]
+	s.relaysMu.Unlock()
+	return rc
+}
+
+// routeClient records a new UDP allocation's client, so the data path
+// relays for it in both directions.
+func (s *Server) routeClient(src, dst net.Addr, protocol string, relayAddr net.Addr) {
+	if protocol != "UDP" {
+		return
+	}
+	rc := s.relayConnAt(relayAddr)
+	if rc == nil {
+		return
+	}
+	client, local := addrPort(src), addrPort(dst)
+	out := s.listenerSocket(local, rc.sh.index)
+	if out == nil {
+		return
+	}
+	rc.update(func(r *relayRoutes) {
+		r.out, r.client, r.clientAP, r.localAP = out, makeSockaddr(client, out.v6), client, local
+	})
+	s.routes.mu.Lock()
+	s.routes.m[clientKey{client, local}] = rc
+	s.routes.mu.Unlock()
+}
+
+// listenerSocket picks a socket bound to local to send to clients from: any
+// of a SO_REUSEPORT group sends from the same address; the shard's own one
+// keeps the work on one core.
+func (s *Server) listenerSocket(local netip.AddrPort, shard int) *udpSocket {
+	group := s.udpGroups[local]
+	if len(group) == 0 {
+		return nil
+	}
+	return group[shard%len(group)].sock
+}
+
+func (s *Server) onPermissionCreated(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+	s.metrics.permissionsActive.Inc()
+	ip, ok := netip.AddrFromSlice(peer)
+	rc := s.relayConnAt(relayAddr)
+	if !ok || rc == nil {
+		return
+	}
+	rc.update(func(r *relayRoutes) {
+		r.perms = maps.Clone(r.perms)
+		if r.perms == nil {
+			r.perms = map[netip.Addr]struct{}{}
+		}
+		r.perms[ip.Unmap()] = struct{}{}
+	})
+}
+
+func (s *Server) onPermissionDeleted(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+	s.metrics.permissionsActive.Dec()
+	ip, ok := netip.AddrFromSlice(peer)
+	rc := s.relayConnAt(relayAddr)
+	if !ok || rc == nil {
+		return
+	}
+	rc.update(func(r *relayRoutes) {
+		r.perms = maps.Clone(r.perms)
+		delete(r.perms, ip.Unmap())
+	})
+}
+
+func (s *Server) onChannelCreated(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
+	s.metrics.channelsActive.Inc()
+	rc := s.relayConnAt(relayAddr)
+	if rc == nil {
+		return
+	}
+	ap := addrPort(peer)
+	rc.update(func(r *relayRoutes) {
+		r.channels, r.byPeer = maps.Clone(r.channels), maps.Clone(r.byPeer)
+		if r.channels == nil {
+			r.channels, r.byPeer = map[uint16]channelRoute{}, map[netip.AddrPort]uint16{}
+		}
+		r.channels[number] = channelRoute{peer: ap, sa: makeSockaddr(ap, rc.sock.v6)}
+		r.byPeer[ap] = number
+	})
+}
+
+func (s *Server) onChannelDeleted(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
+	s.metrics.channelsActive.Dec()
+	rc := s.relayConnAt(relayAddr)
+	if rc == nil {
+		return
+	}
+	ap := addrPort(peer)
+	rc.update(func(r *relayRoutes) {
+		r.channels, r.byPeer = maps.Clone(r.channels), maps.Clone(r.byPeer)
+		delete(r.channels, number)
+		if r.byPeer[ap] == number {
+			delete(r.byPeer, ap)
+		}
+	})
+}
