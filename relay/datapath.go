@@ -48,10 +48,14 @@ type shard struct {
 	ends map[uint64]endpoint // by registration id
 	next uint64
 
-	in   *mmsgBatch // listener reads
-	peer *mmsgBatch // relay socket reads, with room for a header in front
-	out  [128]byte  // a Binding response
-	txid *txidSource
+	in *mmsgBatch // listener reads
+	// Relay socket reads, with room for a header in front. Slots [0,
+	// sends.n) hold framed messages waiting in sends; the rest are free.
+	peer  *mmsgBatch
+	sends *sendQueue
+	count tally
+	out   [128]byte // a Binding response
+	txid  *txidSource
 
 	done chan struct{}
 }
@@ -66,6 +70,10 @@ const wakeID = 0
 
 // maxEvents is how many ready sockets one epoll_wait may return.
 const maxEvents = 64
+
+// peerSlots is how many peer datagrams the shard holds: when fewer than a
+// batch are free it sends what it has queued.
+const peerSlots = 2 * batchSize
 
 // peerHeadroom fits the largest header the data path puts before a peer's
 // payload: a Data indication to an IPv6 peer (STUN header 20, XOR-PEER-
@@ -84,13 +92,14 @@ func newShard(s *Server, index int) (*shard, error) {
 	}
 	sh := &shard{
 		s: s, index: index, epfd: epfd, wake: wake,
-		evs:  make([]unix.EpollEvent, maxEvents),
-		ends: map[uint64]endpoint{},
-		next: wakeID + 1,
-		in:   newMmsgBatch(0),
-		peer: newMmsgBatch(peerHeadroom),
-		txid: newTxidSource(),
-		done: make(chan struct{}),
+		evs:   make([]unix.EpollEvent, maxEvents),
+		ends:  map[uint64]endpoint{},
+		next:  wakeID + 1,
+		in:    newMmsgBatch(0, batchSize),
+		peer:  newMmsgBatch(peerHeadroom, peerSlots),
+		sends: newSendQueue(peerSlots),
+		txid:  newTxidSource(),
+		done:  make(chan struct{}),
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
 	setEventID(&ev, wakeID)
@@ -185,7 +194,37 @@ func (sh *shard) run() {
 				ep.readable(sh)
 			}
 		}
+		sh.flush()
 	}
+}
+
+// flush sends the queued messages and adds the wake-up's tally to the
+// metrics: one sendmmsg and one set of atomic adds per wake-up, not per
+// datagram.
+func (sh *shard) flush() {
+	if sh.sends.n > 0 {
+		if failed := sh.sends.flush(); failed > 0 {
+			sh.s.metrics.sendErrors.Add(float64(failed))
+		}
+	}
+	sh.count.flush(sh.s.metrics)
+}
+
+// tally counts relayed datagrams between flushes.
+type tally struct {
+	toPeer, toPeerBytes, fromPeer, fromPeerBytes int
+}
+
+func (t *tally) flush(m *metrics) {
+	if t.toPeer > 0 {
+		m.packetsToPeer.Add(float64(t.toPeer))
+		m.bytesToPeer.Add(float64(t.toPeerBytes))
+	}
+	if t.fromPeer > 0 {
+		m.packetsFromPeer.Add(float64(t.fromPeer))
+		m.bytesFromPeer.Add(float64(t.fromPeerBytes))
+	}
+	*t = tally{}
 }
 
 // stop ends the loop and releases the epoll set.
@@ -202,7 +241,7 @@ func (sh *shard) stop() {
 // hand the rest to pion.
 func (u *udpListener) readable(sh *shard) {
 	b := sh.in
-	if !b.recv(u.sock) {
+	if !b.recv(u.sock, 0) {
 		return
 	}
 	for i := 0; i < b.n; i++ {
@@ -212,7 +251,7 @@ func (u *udpListener) readable(sh *shard) {
 		}
 		p := buf[:n]
 		if isChannelData(p) {
-			u.channelData(p, src)
+			u.channelData(sh, p, src)
 			continue
 		}
 		switch stunType(p) {
@@ -220,7 +259,7 @@ func (u *udpListener) readable(sh *shard) {
 			u.answerBinding(sh, p, src)
 			continue
 		case typeSendInd:
-			if u.sendIndication(p, src) {
+			if u.sendIndication(sh, p, src) {
 				continue
 			}
 		}
@@ -230,7 +269,7 @@ func (u *udpListener) readable(sh *shard) {
 
 // channelData relays a client's ChannelData to the channel's peer. With no
 // such allocation or channel it is dropped, as pion drops it.
-func (u *udpListener) channelData(p []byte, src netip.AddrPort) {
+func (u *udpListener) channelData(sh *shard, p []byte, src netip.AddrPort) {
 	rc := u.s.route(src, u.localAP)
 	if rc == nil {
 		u.s.metrics.unroutable.Inc()
@@ -243,12 +282,12 @@ func (u *udpListener) channelData(p []byte, src netip.AddrPort) {
 		return
 	}
 	length := int(uint16(p[2])<<8 | uint16(p[3]))
-	rc.toPeer(p[4:4+length], ch.peer, &ch.sa)
+	rc.toPeer(p[4:4+length], ch.peer, &ch.sa, &sh.count)
 }
 
 // sendIndication relays a client's Send indication to a permitted peer. It
 // returns false for one it cannot parse, which pion then refuses.
-func (u *udpListener) sendIndication(p []byte, src netip.AddrPort) bool {
+func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bool {
 	peer, data, ok := parseSendIndication(p)
 	if !ok {
 		return false
@@ -263,7 +302,7 @@ func (u *udpListener) sendIndication(p []byte, src netip.AddrPort) bool {
 		return true
 	}
 	sa := makeSockaddr(peer, rc.sock.v6)
-	rc.toPeer(data, peer, &sa)
+	rc.toPeer(data, peer, &sa, &sh.count)
 	return true
 }
 
@@ -294,16 +333,21 @@ func (u *udpListener) addrOf(src netip.AddrPort) *net.UDPAddr {
 // maxCachedAddrs bounds a listener's address cache; it is cleared when full.
 const maxCachedAddrs = 4096
 
-// readable drains one batch from a relay socket (peer -> client).
+// readable drains one batch from a relay socket (peer -> client). Messages
+// for a UDP client are framed in place and queued; the shard sends them
+// all at its next flush.
 func (c *relayConn) readable(sh *shard) {
 	b := sh.peer
-	if !b.recv(c.sock) {
+	if peerSlots-sh.sends.n < batchSize {
+		sh.flush()
+	}
+	if !b.recv(c.sock, sh.sends.n) {
 		return
 	}
 	rt := c.routes.Load()
-	for i := 0; i < b.n; i++ {
+	for i := b.first; i < b.first+b.n; i++ {
 		buf, n, src, ok := b.datagram(i)
-		if !ok || !c.fromPeer(n) {
+		if !ok || !c.fromPeer(n, &sh.count) {
 			continue
 		}
 		if rt.out == nil {
@@ -320,9 +364,9 @@ func (c *relayConn) readable(sh *shard) {
 			c.s.metrics.unroutable.Inc()
 			continue
 		}
-		if err := rt.out.sendto(msg, &rt.client); err != nil {
-			c.s.metrics.sendErrors.Inc()
-		}
+		// Keep the buffer out of the next recv until it is sent.
+		b.swap(i, sh.sends.n)
+		sh.sends.add(msg, rt.out, &rt.client)
 	}
 }
 

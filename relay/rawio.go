@@ -189,17 +189,18 @@ func udpAddr(ap netip.AddrPort) *net.UDPAddr {
 	return &net.UDPAddr{IP: net.IP(a16[:]), Port: int(ap.Port())}
 }
 
-// mmsgBatch receives up to batchSize datagrams with one recvmmsg. Each
-// buffer keeps headroom bytes in front of the datagram, so the data path
-// can put a ChannelData or Data indication header before a peer's payload
-// without copying it.
+// mmsgBatch receives datagrams with recvmmsg into its slots. Each buffer
+// keeps headroom bytes in front of the datagram, so the data path can put a
+// ChannelData or Data indication header before a peer's payload without
+// copying it.
 type mmsgBatch struct {
 	hdrs     []unix.Mmsghdr
 	iovs     []unix.Iovec
 	names    [][unix.SizeofSockaddrInet6]byte
 	bufs     [][]byte
 	headroom int
-	n        int
+	n        int // datagrams in the last recv, from slot first
+	first    int
 }
 
 // batchSize is how many datagrams one recvmmsg may return. Under load one
@@ -211,12 +212,12 @@ const batchSize = 32
 // datagram still reaches pion whole enough for it to see and drop it.
 const readBuffer = 2048
 
-func newMmsgBatch(headroom int) *mmsgBatch {
+func newMmsgBatch(headroom, slots int) *mmsgBatch {
 	b := &mmsgBatch{
-		hdrs:     make([]unix.Mmsghdr, batchSize),
-		iovs:     make([]unix.Iovec, batchSize),
-		names:    make([][unix.SizeofSockaddrInet6]byte, batchSize),
-		bufs:     make([][]byte, batchSize),
+		hdrs:     make([]unix.Mmsghdr, slots),
+		iovs:     make([]unix.Iovec, slots),
+		names:    make([][unix.SizeofSockaddrInet6]byte, slots),
+		bufs:     make([][]byte, slots),
 		headroom: headroom,
 	}
 	for i := range b.hdrs {
@@ -230,28 +231,31 @@ func newMmsgBatch(headroom int) *mmsgBatch {
 	return b
 }
 
-// recv reads a batch from u; it returns false when there was nothing to
-// read or the socket is closed.
-func (b *mmsgBatch) recv(u *udpSocket) bool {
-	for i := range b.hdrs {
+// recv reads up to batchSize datagrams from u into slots from on; it
+// returns false when there was nothing to read or the socket is closed.
+func (b *mmsgBatch) recv(u *udpSocket, from int) bool {
+	b.first, b.n = from, 0
+	count := min(batchSize, len(b.hdrs)-from)
+	if count <= 0 {
+		return false
+	}
+	for i := from; i < from+count; i++ {
 		b.hdrs[i].Hdr.Namelen = uint32(len(b.names[i]))
 	}
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	if u.fd < 0 {
-		b.n = 0
 		return false
 	}
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&b.hdrs[0])),
-			uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&b.hdrs[from])),
+			uintptr(count), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
 		if e != 0 {
 			// EAGAIN: another reader was first. Anything else (an ICMP
 			// error queued on the socket) is consumed by the failed call.
-			b.n = 0
 			return false
 		}
 		b.n = int(n)
@@ -259,9 +263,90 @@ func (b *mmsgBatch) recv(u *udpSocket) bool {
 	}
 }
 
-// datagram returns the i-th datagram of the batch, with the headroom in
-// front of it available to the caller, and its source.
+// datagram returns the datagram in slot i, with the headroom in front of
+// it available to the caller, and its source.
 func (b *mmsgBatch) datagram(i int) (buf []byte, n int, src netip.AddrPort, ok bool) {
 	src, ok = decodeSockaddr(b.names[i][:])
 	return b.bufs[i], int(b.hdrs[i].Len), src, ok
+}
+
+// swap exchanges the buffers of slots i and j.
+func (b *mmsgBatch) swap(i, j int) {
+	if i == j {
+		return
+	}
+	b.bufs[i], b.bufs[j] = b.bufs[j], b.bufs[i]
+	b.iovs[i].Base, b.iovs[j].Base = b.iovs[j].Base, b.iovs[i].Base
+}
+
+// sendQueue holds framed messages until one sendmmsg per socket sends them.
+type sendQueue struct {
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+	to   []sockaddr
+	via  []*udpSocket
+	n    int
+}
+
+func newSendQueue(size int) *sendQueue {
+	q := &sendQueue{hdrs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size),
+		to: make([]sockaddr, size), via: make([]*udpSocket, size)}
+	for i := range q.hdrs {
+		q.hdrs[i].Hdr.Iov = &q.iovs[i]
+		q.hdrs[i].Hdr.SetIovlen(1)
+		q.hdrs[i].Hdr.Name = &q.to[i].b[0]
+	}
+	return q
+}
+
+// add queues msg, whose buffer must stay untouched until flush.
+func (q *sendQueue) add(msg []byte, via *udpSocket, to *sockaddr) {
+	i := q.n
+	q.iovs[i].Base = &msg[0]
+	q.iovs[i].SetLen(len(msg))
+	q.to[i] = *to
+	q.hdrs[i].Hdr.Namelen = to.n
+	q.via[i] = via
+	q.n++
+}
+
+// flush sends everything queued, one sendmmsg per run of messages on the
+// same socket, and returns how many the kernel refused.
+func (q *sendQueue) flush() (failed int) {
+	for i := 0; i < q.n; {
+		j := i + 1
+		for j < q.n && q.via[j] == q.via[i] {
+			j++
+		}
+		failed += q.via[i].sendmmsg(q.hdrs[i:j])
+		i = j
+	}
+	clear(q.via[:q.n])
+	q.n = 0
+	return failed
+}
+
+// sendmmsg sends hdrs, skipping a message the kernel refuses; it returns
+// how many were refused.
+func (u *udpSocket) sendmmsg(hdrs []unix.Mmsghdr) (failed int) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if u.fd < 0 {
+		return len(hdrs)
+	}
+	for len(hdrs) > 0 {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&hdrs[0])),
+			uintptr(len(hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
+		case e != 0:
+			// The first message failed (a full buffer, an unreachable
+			// address): drop it and go on with the rest.
+			failed++
+			hdrs = hdrs[1:]
+		default:
+			hdrs = hdrs[n:]
+		}
+	}
+	return failed
 }

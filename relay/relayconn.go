@@ -131,13 +131,13 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) { return c.inbox.r
 
 // fromPeer applies the bandwidth cap and the counters to an n-byte datagram
 // from a peer; false means drop it.
-func (c *relayConn) fromPeer(n int) bool {
+func (c *relayConn) fromPeer(n int, t *tally) bool {
 	if c.down != nil && !c.down.AllowN(time.Now(), n) {
 		c.s.metrics.droppedFromPeer.Inc()
 		return false
 	}
-	c.s.metrics.packetsFromPeer.Inc()
-	c.s.metrics.bytesFromPeer.Add(float64(n))
+	t.fromPeer++
+	t.fromPeerBytes += n
 	return true
 }
 
@@ -149,7 +149,10 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	peer := ua.AddrPort()
 	sa := makeSockaddr(peer, c.sock.v6)
-	if err := c.toPeer(p, peer, &sa); err != nil {
+	var t tally
+	err := c.toPeer(p, peer, &sa, &t)
+	t.flush(c.s.metrics)
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -157,8 +160,9 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 
 // toPeer sends a client's datagram to a peer, unless the peer policy (as it
 // stands after any reload) or the bandwidth cap says no. A dropped datagram
-// is not an error: UDP gives no guarantee anyway.
-func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr) error {
+// is not an error: UDP gives no guarantee anyway. Sent datagrams are
+// counted in t.
+func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr, t *tally) error {
 	if !c.peerAllowed(peer) {
 		return nil
 	}
@@ -170,8 +174,8 @@ func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr) error {
 		c.s.metrics.sendErrors.Inc()
 		return err
 	}
-	c.s.metrics.packetsToPeer.Inc()
-	c.s.metrics.bytesToPeer.Add(float64(len(p)))
+	t.toPeer++
+	t.toPeerBytes += len(p)
 	return nil
 }
 
