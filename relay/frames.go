@@ -89,7 +89,7 @@ func parseSendIndication(p []byte) (peer netip.AddrPort, data []byte, ok bool) {
 
 // decodeXORAddress reads an XOR-*-ADDRESS value.
 func decodeXORAddress(v, txid []byte) (netip.AddrPort, bool) {
-	if len(v) < 4 {
+	if len(v) < 4 || v[0] != 0 { // the family is a 16-bit field
 		return netip.AddrPort{}, false
 	}
 	port := binary.BigEndian.Uint16(v[2:4]) ^ (magicCookie >> 16)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"net"
 	"testing"
 	"time"
@@ -49,10 +50,24 @@ func FuzzDatagrams(f *testing.F) {
 	})
 }
 
-// stillServes sends a Binding request and expects the success response.
+// stillServes checks both paths: the data path answers a Binding request,
+// and pion answers an unauthenticated Allocate with 401.
 func stillServes(t *testing.T, c *net.UDPConn) {
 	t.Helper()
-	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	binding, _ := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	allocate, _ := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+		turntest.RequestedUDP, stun.Fingerprint)
+	for _, want := range []struct {
+		req  *stun.Message
+		resp stun.MessageType
+	}{{binding, stun.BindingSuccess}, {allocate, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse)}} {
+		if !answers(t, c, want.req, want.resp) {
+			t.Fatalf("relay stopped answering %v", want.req.Type)
+		}
+	}
+}
+
+func answers(t *testing.T, c *net.UDPConn, req *stun.Message, want stun.MessageType) bool {
 	buf := make([]byte, 1600)
 	for attempt := 0; attempt < 3; attempt++ {
 		if _, err := c.Write(req.Raw); err != nil {
@@ -66,12 +81,44 @@ func stillServes(t *testing.T, c *net.UDPConn) {
 				break
 			}
 			res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if res.Decode() == nil && res.TransactionID == req.TransactionID && res.Type == stun.BindingSuccess {
-				return
+			if res.Decode() == nil && res.TransactionID == req.TransactionID && res.Type == want {
+				return true
 			}
 		}
 	}
-	t.Fatal("relay stopped answering Binding requests")
+	return false
+}
+
+// FuzzFrames: the data path's own STUN and ChannelData readers never panic,
+// and whatever they take as a Send indication pion/stun decodes the same.
+func FuzzFrames(f *testing.F) {
+	send := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		&xorPeer{frameAddrs[0]}, stun.RawAttribute{Type: stun.AttrData, Value: []byte("hi")})
+	f.Add(send.Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw)
+	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		_ = isChannelData(p)
+		if stunType(p) != typeSendInd {
+			return
+		}
+		peer, data, ok := parseSendIndication(p)
+		m := &stun.Message{Raw: append([]byte(nil), p...)}
+		if err := m.Decode(); err != nil {
+			t.Fatalf("we took a message pion/stun refuses: %v", err)
+		}
+		if !ok {
+			return
+		}
+		want, err := m.Get(stun.AttrData)
+		if err != nil || !bytes.Equal(want, data) {
+			t.Fatalf("data %x, pion/stun %x (%v)", data, want, err)
+		}
+		var xa stun.XORMappedAddress
+		if err := xa.GetFromAs(m, stun.AttrXORPeerAddress); err != nil || xa.Port != int(peer.Port()) || !xa.IP.Equal(net.IP(peer.Addr().AsSlice())) {
+			t.Fatalf("peer %s, pion/stun %s (%v)", peer, xa, err)
+		}
+	})
 }
 
 // FuzzStreamTap: the TCP framing tap never panics and never hands on a frame
