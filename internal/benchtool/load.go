@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"golang.org/x/sys/unix"
 )
 
 // target is what a load is aimed at: a TURN server, the forwarder, or the
@@ -302,78 +303,145 @@ type allocResult struct {
 	Errors       int64
 	PerSec       float64
 	RSSPerAllocK float64 // KB of resident memory per held allocation
-	FirstError   string  `json:",omitempty"`
+	// ServerCPUMicros is the server's CPU per allocation over the clock
+	// (every thread's run time, /proc/PID/task/*/schedstat); ClientCPUMicros
+	// is the load generator's own (getrusage), which shares the cores.
+	ServerCPUMicros float64
+	ClientCPUMicros float64
+	// ColdPerSec is the warm-up pass's rate: in the first round, that of a
+	// freshly started server.
+	ColdPerSec float64
+	FirstError string `json:",omitempty"`
 }
 
-// runAlloc creates up to n authenticated allocations with conc workers for at
-// most limit, holds them while reading the server's RSS, then releases them.
+// runAlloc measures authenticated allocations: n of them, conc in flight,
+// for at most limit each pass. A first pass allocates n, holds them while
+// reading the server's RSS (memory per allocation) and releases them; it also
+// brings the server to the steady state of a server that has run for a while
+// (heap and kernel memory grown once, then reused), which the first round of
+// a fresh process is not: cold, coturn spends 2.5-3x the CPU per allocation
+// it spends warm and traverse ~1.8x, so a cold figure measures first-touch
+// memory and varies with what ran before (its rate is kept as ColdPerSec).
+// The timed pass then allocates n more
+// on new sockets and releases them. The sockets and credentials of each pass
+// are made before its clock starts (see allocGen); inside it, each allocation
+// is the whole 401 challenge and the signed Allocate on its own 5-tuple.
 func runAlloc(t target, o opts, n, conc int, limit time.Duration) (allocResult, error) {
 	var r allocResult
 	rss0, err := rssKB(t.server.pid())
 	if err != nil {
 		return r, err
 	}
-	var (
-		mu       sync.Mutex
-		held     []*turnClient
-		ok, bad  atomic.Int64
-		firstErr atomic.Value
-		wg       sync.WaitGroup
-	)
-	next := atomic.Int64{}
-	start := time.Now()
-	deadline := start.Add(limit)
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) && bad.Load() < 10 {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				tc, err := allocateTURN(t.addr, o.secret, "alloc")
-				if err != nil {
-					bad.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				ok.Add(1)
-				mu.Lock()
-				held = append(held, tc)
-				mu.Unlock()
-			}
-		}()
+	fds0 := countFDs(t.server.pid())
+	warm, err := newAllocGen(t.addr, o.secret, n, conc)
+	if err != nil {
+		return r, err
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	// Its sockets stay open until the end, so that the timed pass's sockets
+	// cannot reuse their ports (coturn keeps a released 5-tuple for a while
+	// and answers 437 on it).
+	defer warm.close()
+	warmStart := time.Now()
+	warm.allocate(warmStart.Add(limit), 10)
+	if warm.ok > 0 {
+		r.ColdPerSec = float64(warm.ok) / time.Since(warmStart).Seconds()
+	}
 	time.Sleep(500 * time.Millisecond)
 	rss1, err := rssKB(t.server.pid())
 	if err != nil {
 		return r, err
 	}
-	r.Allocations, r.Errors = ok.Load(), bad.Load()
+	if warm.ok > 0 {
+		r.RSSPerAllocK = float64(rss1-rss0) / float64(warm.ok)
+	}
+	warm.release()
+	// Start the clock from the state the warm-up pass started from: coturn
+	// keeps each released client's session socket for a few seconds, and a
+	// pass timed among a thousand of them measures the leftovers of the last.
+	waitSettled(t.server.pid(), fds0, 20*time.Second)
+
+	g, err := newAllocGen(t.addr, o.secret, n, conc)
+	if err != nil {
+		return r, err
+	}
+	defer g.close()
+	cpu0, _ := threadsCPU(t.server.pid())
+	self0 := selfCPU()
+	start := time.Now()
+	g.allocate(start.Add(limit), 10)
+	elapsed := time.Since(start)
+	self1 := selfCPU()
+	cpu1, _ := threadsCPU(t.server.pid())
+	g.release()
+
+	r.Allocations, r.Errors = g.ok, warm.bad+g.bad
 	r.PerSec = float64(r.Allocations) / elapsed.Seconds()
 	if r.Allocations > 0 {
-		r.RSSPerAllocK = float64(rss1-rss0) / float64(r.Allocations)
+		r.ServerCPUMicros = float64(cpu1-cpu0) / 1e3 / float64(r.Allocations)
+		r.ClientCPUMicros = float64(self1-self0) / 1e3 / float64(r.Allocations)
 	}
-	if v, _ := firstErr.Load().(string); v != "" {
-		r.FirstError = v
+	for _, p := range []*allocGen{warm, g} {
+		if p.first != "" && r.FirstError == "" {
+			r.FirstError = fmt.Sprintf("%s (%d kinds of error)", p.first, len(p.errs))
+		}
 	}
-	// Release, conc at a time.
-	sem := make(chan struct{}, conc)
-	for _, tc := range held {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(tc *turnClient) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_ = tc.release()
-			_ = tc.Close()
-		}(tc)
-	}
-	wg.Wait()
 	return r, nil
+}
+
+// waitSettled waits until pid holds no more than fds descriptors (plus a
+// few) and has used less than 2 % of a core over the last 100 ms, or limit
+// passes.
+func waitSettled(pid, fds int, limit time.Duration) {
+	start := time.Now()
+	prev, err := threadsCPU(pid)
+	for err == nil && time.Since(start) < limit {
+		time.Sleep(100 * time.Millisecond)
+		var cur int64
+		if cur, err = threadsCPU(pid); err == nil && cur-prev < int64(2*time.Millisecond) && countFDs(pid) <= fds+8 {
+			break
+		}
+		prev = cur
+	}
+}
+
+// countFDs is the number of open descriptors of pid (sockets, mostly).
+func countFDs(pid int) int {
+	e, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(e)
+}
+
+// threadsCPU is the CPU time, in ns, that pid's live threads have run
+// (the first field of each /proc/PID/task/TID/schedstat): finer than
+// /proc/PID/stat's 10 ms ticks, which a one-second run needs.
+func threadsCPU(pid int) (int64, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, tk := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, tk.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[0], 10, 64)
+		sum += v
+	}
+	return sum, nil
+}
+
+// selfCPU is this process's user+system CPU time in ns.
+func selfCPU() int64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // runBinding measures STUN Binding requests answered per second: 4 sockets,

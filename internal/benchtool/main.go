@@ -75,7 +75,7 @@ func main() {
 	o.traversePorts = [2]int{40000, 47999}
 	o.coturnPorts = [2]int{48000, 55999}
 	if o.quick {
-		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 1000, time.Second, 2*time.Second, 10, 100
+		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 2000, time.Second, 2*time.Second, 10, 100
 		if o.rounds == 0 {
 			o.rounds = 1
 		}
@@ -214,7 +214,8 @@ func run(ctx context.Context, o opts) (err error) {
 				rep.failed(t.name, "allocations", err)
 				continue
 			}
-			log.Printf("  %-9s allocations: %d ok, %d errors, %.0f/s, %.1f KB RSS each %s", t.name, r.Allocations, r.Errors, r.PerSec, r.RSSPerAllocK, r.FirstError)
+			log.Printf("  %-9s allocations: %d ok, %d errors, %.0f/s (warm-up pass %.0f/s), server %.1f µs CPU each, load generator %.1f µs, %.1f KB RSS each %s",
+				t.name, r.Allocations, r.Errors, r.PerSec, r.ColdPerSec, r.ServerCPUMicros, r.ClientCPUMicros, r.RSSPerAllocK, r.FirstError)
 			rep.addAlloc(t.name, r, round == 0)
 		}
 		for _, t := range pair {
