@@ -71,8 +71,11 @@ type Key struct {
 }
 
 // Store holds accounts and API keys. Implementations are safe for concurrent
-// use and never cache: a change made through one Store (on any node sharing
-// the database) is seen by every later call on every other.
+// use, and a change made through one Store (on any node or process sharing
+// the database) is seen by every later call on every other: nothing is
+// cached on a timer. An implementation may keep rows only behind a check
+// made on every call that tells exactly whether the database changed since
+// (store/sqlite does, with PRAGMA data_version).
 type Store interface {
 	// CreateAccount inserts a; ErrExists when its SID is taken, ErrNotFound
 	// when its ParentSid names no account.

@@ -1,7 +1,8 @@
 // Package sqlite is traverse's embedded store: SQLite through modernc.org/sqlite
 // (pure Go, no cgo), in WAL mode with a busy timeout so several goroutines and
 // processes can share one file. Importing it registers the "sqlite:" DSN
-// scheme with store.Open.
+// scheme with store.Open. The lookups of authentication are cached behind an
+// exact per-call check that the file is unchanged (cache.go).
 package sqlite
 
 import (
@@ -36,6 +37,10 @@ type Store struct {
 	// The reads every authentication makes, prepared once: parsing the SQL
 	// was ~40% of an account lookup.
 	getAccount, getKey *sql.Stmt
+	// Their rows, trusted only while the file's data version is unchanged
+	// (cache.go).
+	versions *versionChecker
+	cache    *rowCache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -73,9 +78,10 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db.SetMaxOpenConns(maxConns)
-	db.SetMaxIdleConns(maxConns)
-	s := &Store{db: db, cipher: c}
+	// One more for the data-version check, which keeps its connection.
+	db.SetMaxOpenConns(maxConns + 1)
+	db.SetMaxIdleConns(maxConns + 1)
+	s := &Store{db: db, cipher: c, cache: newRowCache()}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -86,6 +92,9 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 	}
 	if s.getAccount, err = db.PrepareContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE sid = ?`); err == nil {
 		s.getKey, err = db.PrepareContext(ctx, `SELECT `+keyCols+` FROM api_keys WHERE sid = ?`)
+	}
+	if err == nil {
+		s.versions, err = newVersionChecker(ctx, db)
 	}
 	if err != nil {
 		db.Close()
@@ -109,6 +118,7 @@ func createFile(path string) error {
 
 // Close closes the database; SQLite checkpoints the WAL into the main file.
 func (s *Store) Close() error {
+	s.versions.close()
 	_ = s.getAccount.Close()
 	_ = s.getKey.Close()
 	return s.db.Close()
@@ -172,9 +182,21 @@ func (s *Store) insertAccount(ctx context.Context, a store.Account, onlyIfEmpty 
 
 const accountCols = `sid, friendly_name, auth_token, status, COALESCE(parent_sid, ''), date_created, date_updated`
 
-// GetAccount implements store.Store.
+// GetAccount implements store.Store. It answers from the cache while the
+// database is unchanged since the row was read (cache.go).
 func (s *Store) GetAccount(ctx context.Context, sid string) (store.Account, error) {
-	return s.scanAccount(s.getAccount.QueryRowContext(ctx, sid))
+	v, err := s.versions.version(ctx)
+	if err != nil {
+		return store.Account{}, err
+	}
+	if a, ok := s.cache.account(v, sid); ok {
+		return a, nil
+	}
+	a, err := s.scanAccount(s.getAccount.QueryRowContext(ctx, sid))
+	if err == nil {
+		s.cache.putAccount(v, a)
+	}
+	return a, err
 }
 
 // ListAccounts implements store.Store.
@@ -245,9 +267,20 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
 
 const keyCols = `sid, account_sid, friendly_name, secret, date_created, date_updated`
 
-// GetKey implements store.Store.
+// GetKey implements store.Store, cached as GetAccount.
 func (s *Store) GetKey(ctx context.Context, sid string) (store.Key, error) {
-	return s.scanKey(s.getKey.QueryRowContext(ctx, sid))
+	v, err := s.versions.version(ctx)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if k, ok := s.cache.key(v, sid); ok {
+		return k, nil
+	}
+	k, err := s.scanKey(s.getKey.QueryRowContext(ctx, sid))
+	if err == nil {
+		s.cache.putKey(v, k)
+	}
+	return k, err
 }
 
 // ListKeys implements store.Store.
