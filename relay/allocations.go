@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -30,12 +31,37 @@ func newAllocTable() *allocTable {
 }
 
 // srcKey names a client transport address. UDP and TCP clients on the same
-// ip:port are different clients.
+// ip:port are different clients. It is a.Network() + "|" + a.String(),
+// built in one allocation for the UDP and TCP addresses pion hands us: it is
+// computed several times per request (AuthHandler, events, the listener).
 func srcKey(a net.Addr) string {
-	if a == nil {
+	var ap netip.AddrPort
+	var prefix string
+	switch v := a.(type) {
+	case nil:
 		return ""
+	case *net.UDPAddr:
+		if v == nil {
+			return ""
+		}
+		ap, prefix = v.AddrPort(), "udp|"
+	case *net.TCPAddr:
+		if v == nil {
+			return ""
+		}
+		ap, prefix = v.AddrPort(), "tcp|"
+	default:
+		return a.Network() + "|" + a.String()
 	}
-	return a.Network() + "|" + a.String()
+	if !ap.Addr().IsValid() {
+		return a.Network() + "|" + a.String()
+	}
+	// net.IP prints an IPv4-mapped address in dotted form; so must we.
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	var buf [64]byte
+	b := append(buf[:0], prefix...)
+	b = ap.AppendTo(b)
+	return string(b)
 }
 
 func (t *allocTable) get(key string) (liveAllocation, bool) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 	"go.uber.org/zap"
 
@@ -54,7 +55,10 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 		s.refuse(AuthUnknownUser, src)
 		return nil, false
 	}
-	msg := s.signed.take(key, username)
+	var msg *stun.Message
+	if st.secrets.Len() > 1 {
+		msg = s.signed.take(key, username)
+	}
 	return selectKey(username, realm, st.secrets.Passwords(username), msg), true
 }
 
@@ -84,7 +88,7 @@ func reasonOf(err error) string {
 // means the password was wrong.
 func (s *Server) onAuth(src, _ net.Addr, _, _, _ string, _ string, verdict bool) {
 	if verdict {
-		s.metrics.auth.WithLabelValues(AuthOK).Inc()
+		s.metrics.authOK.Inc()
 		return
 	}
 	s.refuse(AuthBadPassword, src)

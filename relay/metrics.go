@@ -41,6 +41,7 @@ type metrics struct {
 	selfDenied                     prometheus.Counter
 	unroutable, sendErrors         prometheus.Counter
 	inboxDrops                     prometheus.Counter
+	authOK                         prometheus.Counter // pion's OnAuth, once per signed request
 }
 
 const (
@@ -104,6 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
 	m.droppedToPeer, m.droppedFromPeer = m.bandwidthDropped.WithLabelValues(dirToPeer), m.bandwidthDropped.WithLabelValues(dirFromPeer)
 	m.selfDenied = m.peerDenied.WithLabelValues(DenySelf)
+	m.authOK = m.auth.WithLabelValues(AuthOK)
 	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
