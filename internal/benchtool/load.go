@@ -373,6 +373,8 @@ func runAlloc(t target, o opts, n, conc int, limit time.Duration) (allocResult, 
 	self1 := selfCPU()
 	cpu1, _ := threadsCPU(t.server.pid())
 	g.release()
+	// And leave the server as it was found, for whatever is measured next.
+	waitSettled(t.server.pid(), fds0, 20*time.Second)
 
 	r.Allocations, r.Errors = g.ok, warm.bad+g.bad
 	r.PerSec = float64(r.Allocations) / elapsed.Seconds()
