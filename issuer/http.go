@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -123,6 +125,7 @@ func (s *Service) Handler() http.Handler {
 // error answers, request metrics.
 func (s *Service) route(name, methods string, fn func(http.ResponseWriter, *http.Request) error) http.Handler {
 	allowed := strings.Split(methods, ", ")
+	requests := s.metrics.routeRequests(name)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Given the server's own writer, MaxBytesReader also closes the
 		// connection after a too-large body.
@@ -138,7 +141,7 @@ func (s *Service) route(name, methods string, fn func(http.ResponseWriter, *http
 		if err != nil {
 			s.writeError(sw, r, err)
 		}
-		s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
+		requests.inc(sw.status)
 	})
 }
 
@@ -221,10 +224,92 @@ func parseForm(r *http.Request) error {
 // formTTL reads the request's form and its Ttl parameter (default 24 h),
 // for both routes that mint credentials.
 func formTTL(r *http.Request) (time.Duration, error) {
-	if err := parseForm(r); err != nil {
+	v, ok, err := plainFormValue(r, "Ttl")
+	if err != nil {
 		return 0, err
 	}
-	return ParseTTL(r.Form.Get("Ttl"))
+	if !ok {
+		if err := parseForm(r); err != nil {
+			return 0, err
+		}
+		v = r.Form.Get("Ttl")
+	}
+	return ParseTTL(v)
+}
+
+// maxPlainBody is the largest body plainFormValue reads itself.
+const maxPlainBody = 512
+
+// plainFormValue is r.Form.Get(key) after parseForm without url.ParseQuery's
+// maps and copies, for the form every client sends: a POST with no query
+// string, Content-Type exactly application/x-www-form-urlencoded, and a short
+// body of characters that need no unescaping (letters, digits, "-._~", and
+// the "=" and "&" around them). For anything else it reports !ok and puts
+// back what it read, so parseForm decides exactly as before. Read errors are
+// parseForm's.
+func plainFormValue(r *http.Request, key string) (v string, ok bool, err error) {
+	if r.Method != http.MethodPost || r.URL.RawQuery != "" || r.Form != nil || r.Body == nil {
+		return "", false, nil
+	}
+	if ct := r.Header["Content-Type"]; len(ct) != 1 || ct[0] != "application/x-www-form-urlencoded" {
+		return "", false, nil
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := (*bp)[:maxPlainBody]
+	n := 0
+	for n < len(buf) {
+		m, err := r.Body.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return scanPlainForm(r, buf[:n], key)
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return "", false, errBodyTooLarge
+			}
+			return "", false, errMalformedBody
+		}
+	}
+	// Longer than maxPlainBody: parseForm reads it all.
+	putBack(r, buf[:n])
+	return "", false, nil
+}
+
+// scanPlainForm finds key in a complete body, or puts the body back when it
+// holds anything that parseForm would unescape or refuse.
+func scanPlainForm(r *http.Request, body []byte, key string) (string, bool, error) {
+	for _, c := range body {
+		if !plainFormByte(c) {
+			putBack(r, body)
+			return "", false, nil
+		}
+	}
+	var v []byte
+	found := false
+	for rest := body; len(rest) > 0 && !found; {
+		var pair []byte
+		pair, rest, _ = bytes.Cut(rest, []byte("&"))
+		k, val, _ := bytes.Cut(pair, []byte("="))
+		if string(k) == key {
+			v, found = val, true
+		}
+	}
+	return string(v), true, nil
+}
+
+func plainFormByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~' || c == '=' || c == '&'
+}
+
+// putBack makes r.Body read read first, then the rest of the body.
+func putBack(r *http.Request, read []byte) {
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(bytes.Clone(read)), r.Body), r.Body}
 }
 
 func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
@@ -240,7 +325,7 @@ func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, tok.Resource())
+	return writeToken(w, tok)
 }
 
 func (s *Service) serveKeys(w http.ResponseWriter, r *http.Request) error {
@@ -301,17 +386,51 @@ func (s *Service) serveAccounts(w http.ResponseWriter, r *http.Request) error {
 
 // writeJSON answers v as JSON, "&" unescaped in URIs as Twilio writes them.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := bytes.NewBuffer((*bp)[:0])
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	*bp = buf.Bytes()
+	writeBody(w, status, *bp)
 	return nil
+}
+
+// writeToken answers a minted token: writeJSON(w, 201, tok.Resource()),
+// encoded without reflection (tokenjson.go).
+func writeToken(w http.ResponseWriter, tok Token) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	*bp = appendTokenJSON((*bp)[:0], tok)
+	writeBody(w, http.StatusCreated, *bp)
+	return nil
+}
+
+// contentTypeJSON is the Content-Type header's value, shared by every
+// answer (a header value slice is never modified in place).
+var contentTypeJSON = []string{"application/json"}
+
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// bufPool holds the buffers answers are encoded in and small bodies read
+// in; Write copies, so a buffer is free again once written.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		bufPool.Put(b)
+	}
 }
 
 // writeError is the one place an error becomes an answer: Twilio's error JSON

@@ -90,7 +90,7 @@ func (s *Service) serveICEServers(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	h.Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusCreated, tok.Resource())
+	return writeToken(w, tok)
 }
 
 // authorizeToken authenticates the token the request presents, rate-limited

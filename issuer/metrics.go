@@ -1,6 +1,11 @@
 package issuer
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the issuer's Prometheus metrics.
 type metrics struct {
@@ -42,4 +47,31 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// routeCounters are one route's children of traverse_issuer_requests_total,
+// looked up once per status code rather than by label values per request.
+type routeCounters struct {
+	vec    *prometheus.CounterVec
+	route  string
+	byCode [600]atomic.Pointer[prometheus.Counter]
+}
+
+func (m *metrics) routeRequests(route string) *routeCounters {
+	return &routeCounters{vec: m.requests, route: route}
+}
+
+// inc counts one request answered with code.
+func (c *routeCounters) inc(code int) {
+	if code < 0 || code >= len(c.byCode) {
+		c.vec.WithLabelValues(c.route, strconv.Itoa(code)).Inc()
+		return
+	}
+	p := c.byCode[code].Load()
+	if p == nil {
+		ctr := c.vec.WithLabelValues(c.route, strconv.Itoa(code))
+		p = &ctr
+		c.byCode[code].Store(p)
+	}
+	(*p).Inc()
 }

@@ -174,9 +174,11 @@ func (e *authError) Unwrap() error { return ErrUnauthenticated }
 var dummySecret = randomHex(16)
 
 // Authenticate checks HTTP Basic credentials: an account SID with its auth
-// token, or an API key SID with its secret. Keys are looked up on every call
-// (no cache), so a deleted key or suspended account fails at once on every
-// node sharing the store. Failures are ErrUnauthenticated, counted by reason.
+// token, or an API key SID with its secret. Keys are looked up in the store
+// on every call (which caches only behind an exact check that the database
+// is unchanged), so a deleted key or suspended account fails at once on
+// every node sharing the store. Failures are ErrUnauthenticated, counted by
+// reason.
 func (s *Service) Authenticate(ctx context.Context, user, password string) (Principal, error) {
 	p, err := s.authenticate(ctx, user, password)
 	var ae *authError
