@@ -116,6 +116,27 @@ func (s *Server) listenerSocket(local netip.AddrPort, shard int) *udpSocket {
 
 func (s *Server) onPermissionCreated(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
 	s.metrics.permissionsActive.Inc()
+	s.setPermission(relayAddr, peer, true)
+}
+
+func (s *Server) onPermissionDeleted(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
+	s.metrics.permissionsActive.Dec()
+	s.setPermission(relayAddr, peer, false)
+}
+
+func (s *Server) onChannelCreated(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
+	s.metrics.channelsActive.Inc()
+	s.setChannel(relayAddr, peer, number, true)
+}
+
+func (s *Server) onChannelDeleted(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
+	s.metrics.channelsActive.Dec()
+	s.setChannel(relayAddr, peer, number, false)
+}
+
+// setPermission adds or removes a permitted peer IP in the routes of the
+// relay socket pion reports by relayAddr.
+func (s *Server) setPermission(relayAddr net.Addr, peer net.IP, on bool) {
 	ip, ok := netip.AddrFromSlice(peer)
 	rc := s.relayConnAt(relayAddr)
 	if !ok || rc == nil {
@@ -123,6 +144,10 @@ func (s *Server) onPermissionCreated(_, _ net.Addr, _, _, _ string, relayAddr ne
 	}
 	rc.update(func(r *relayRoutes) {
 		r.perms = maps.Clone(r.perms)
+		if !on {
+			delete(r.perms, ip.Unmap())
+			return
+		}
 		if r.perms == nil {
 			r.perms = map[netip.Addr]struct{}{}
 		}
@@ -130,21 +155,9 @@ func (s *Server) onPermissionCreated(_, _ net.Addr, _, _, _ string, relayAddr ne
 	})
 }
 
-func (s *Server) onPermissionDeleted(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
-	s.metrics.permissionsActive.Dec()
-	ip, ok := netip.AddrFromSlice(peer)
-	rc := s.relayConnAt(relayAddr)
-	if !ok || rc == nil {
-		return
-	}
-	rc.update(func(r *relayRoutes) {
-		r.perms = maps.Clone(r.perms)
-		delete(r.perms, ip.Unmap())
-	})
-}
-
-func (s *Server) onChannelCreated(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
-	s.metrics.channelsActive.Inc()
+// setChannel adds or removes a channel in the routes of the relay socket
+// pion reports by relayAddr.
+func (s *Server) setChannel(relayAddr, peer net.Addr, number uint16, on bool) {
 	rc := s.relayConnAt(relayAddr)
 	if rc == nil {
 		return
@@ -152,26 +165,17 @@ func (s *Server) onChannelCreated(_, _ net.Addr, _, _, _ string, relayAddr, peer
 	ap := addrPort(peer)
 	rc.update(func(r *relayRoutes) {
 		r.channels, r.byPeer = maps.Clone(r.channels), maps.Clone(r.byPeer)
+		if !on {
+			delete(r.channels, number)
+			if r.byPeer[ap] == number {
+				delete(r.byPeer, ap)
+			}
+			return
+		}
 		if r.channels == nil {
 			r.channels, r.byPeer = map[uint16]channelRoute{}, map[netip.AddrPort]uint16{}
 		}
 		r.channels[number] = channelRoute{peer: ap, sa: makeSockaddr(ap, rc.sock.v6)}
 		r.byPeer[ap] = number
-	})
-}
-
-func (s *Server) onChannelDeleted(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
-	s.metrics.channelsActive.Dec()
-	rc := s.relayConnAt(relayAddr)
-	if rc == nil {
-		return
-	}
-	ap := addrPort(peer)
-	rc.update(func(r *relayRoutes) {
-		r.channels, r.byPeer = maps.Clone(r.channels), maps.Clone(r.byPeer)
-		delete(r.channels, number)
-		if r.byPeer[ap] == number {
-			delete(r.byPeer, ap)
-		}
 	})
 }
