@@ -150,4 +150,3 @@ func waitMetric(t *testing.T, r *testRelay, name, label string, atLeast float64)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
