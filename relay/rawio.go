@@ -78,11 +78,23 @@ func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind", err)
 	}
+	u := &udpSocket{fd: fd, v6: v6}
+	if port != 0 {
+		// The address is the one asked for; a relay socket saves a call.
+		ip16 := net.IPv6zero
+		if !v6 {
+			ip16 = net.IPv4zero.To16()
+		}
+		if ip != nil {
+			ip16 = ip.To16()
+		}
+		u.local = &net.UDPAddr{IP: ip16, Port: port}
+		return u, nil
+	}
 	bound, err := unix.Getsockname(fd)
 	if err != nil {
 		return fail("getsockname", err)
 	}
-	u := &udpSocket{fd: fd, v6: v6}
 	switch b := bound.(type) {
 	case *unix.SockaddrInet4:
 		u.local = &net.UDPAddr{IP: net.IP(b.Addr[:]).To16(), Port: b.Port}
