@@ -320,8 +320,8 @@ func (r *report) markdown(o opts) string {
   cost, not the server's — and inside the clock does the whole exchange: unsigned Allocate, the server's 401
   with REALM and NONCE, the long-term key, the signed Allocate (MESSAGE-INTEGRITY, FINGERPRINT), and a success
   carrying XOR-RELAYED-ADDRESS. The load generator shares the 2 cores with the server, so it is kept cheap
-  (its CPU per allocation is in the table; the old one, a goroutine per allocation on Go sockets, cost about as
-  much as coturn and pulled every ratio towards 1). Each round makes two passes of ` + fmt.Sprint(o.allocN) + ` allocations (or 10 s):
+  (its CPU per allocation is in the table; the old one, a goroutine per allocation opening its Go socket inside
+  the clock, cost 125–160 µs per allocation — more than traverse's server side — and pulled every ratio towards 1). Each round makes two passes of ` + fmt.Sprint(o.allocN) + ` allocations (or 10 s):
   a warm-up pass, held while **memory per allocation** is read (the VmRSS delta, ` + "`/proc/PID/status`" + `, divided
   by their number) and then released (Refresh 0); then, once the server is idle and holds no more sockets
   than before (coturn keeps a released client's session socket for about a second), the timed pass on new
