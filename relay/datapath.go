@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/netip"
 	"os"
@@ -351,8 +352,13 @@ func (c *relayConn) readable(sh *shard) {
 			continue
 		}
 		if rt.out == nil {
-			// A TCP or TLS client, or one pion has not reported yet.
-			c.inbox.put(buf[peerHeadroom:peerHeadroom+n], c.addrOf(src))
+			// A TCP or TLS client; before pion reports the allocation
+			// there is no inbox, and nothing may be relayed yet anyway.
+			if q := c.inbox.Load(); q != nil {
+				q.put(buf[peerHeadroom:peerHeadroom+n], c.addrOf(src))
+			} else {
+				c.s.metrics.unroutable.Inc()
+			}
 			continue
 		}
 		var msg []byte
@@ -380,12 +386,14 @@ func (c *relayConn) addrOf(src netip.AddrPort) *net.UDPAddr {
 
 // inbox hands pion the datagrams the data path does not relay itself; pion
 // reads them through the PacketConn's ReadFrom. A full inbox drops, as a
-// full socket buffer would.
+// full socket buffer would. The reader waits in a plain channel receive, not
+// a select: pion parks one goroutine per allocation here, and a select's
+// frame doubles that goroutine's stack to 4 KB.
 type inbox struct {
-	ch    chan *inPacket
-	done  chan struct{}
-	once  sync.Once
-	drops func()
+	ch     chan *inPacket
+	drops  prometheus.Counter
+	mu     sync.Mutex // orders put against close, so nothing is sent on a closed channel
+	closed bool
 }
 
 type inPacket struct {
@@ -396,33 +404,49 @@ type inPacket struct {
 
 var inPackets = sync.Pool{New: func() any { return new(inPacket) }}
 
-func newInbox(size int, drops func()) *inbox {
-	return &inbox{ch: make(chan *inPacket, size), done: make(chan struct{}), drops: drops}
+func newInbox(size int, drops prometheus.Counter) *inbox {
+	return &inbox{ch: make(chan *inPacket, size), drops: drops}
 }
 
 func (q *inbox) put(p []byte, addr *net.UDPAddr) {
 	pk := inPackets.Get().(*inPacket)
 	pk.n = copy(pk.b[:], p)
 	pk.addr = addr
-	select {
-	case q.ch <- pk:
-	default:
+	q.mu.Lock()
+	sent := false
+	if !q.closed {
+		select {
+		case q.ch <- pk:
+			sent = true
+		default:
+		}
+	}
+	q.mu.Unlock()
+	if !sent {
 		pk.addr = nil
 		inPackets.Put(pk)
-		q.drops()
+		q.drops.Inc()
 	}
 }
 
+// read returns the next datagram, or net.ErrClosed once the inbox is closed
+// and empty.
 func (q *inbox) read(p []byte) (int, net.Addr, error) {
-	select {
-	case pk := <-q.ch:
-		n, addr := copy(p, pk.b[:pk.n]), pk.addr
-		pk.addr = nil
-		inPackets.Put(pk)
-		return n, addr, nil
-	case <-q.done:
+	pk, ok := <-q.ch
+	if !ok {
 		return 0, nil, net.ErrClosed
 	}
+	n, addr := copy(p, pk.b[:pk.n]), pk.addr
+	pk.addr = nil
+	inPackets.Put(pk)
+	return n, addr, nil
 }
 
-func (q *inbox) close() { q.once.Do(func() { close(q.done) }) }
+func (q *inbox) close() {
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.ch)
+	}
+	q.mu.Unlock()
+}

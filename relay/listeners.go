@@ -110,7 +110,7 @@ const listenerInbox = 1024
 
 func newUDPListener(s *Server, sock *udpSocket) *udpListener {
 	return &udpListener{s: s, sock: sock, localAP: addrPort(sock.local),
-		inbox: newInbox(listenerInbox, s.metrics.inboxDrops.Inc), addrs: map[netip.AddrPort]*net.UDPAddr{}}
+		inbox: newInbox(listenerInbox, s.metrics.inboxDrops), addrs: map[netip.AddrPort]*net.UDPAddr{}}
 }
 
 func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {

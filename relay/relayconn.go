@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -79,7 +80,9 @@ type relayConn struct {
 	advertised *net.UDPAddr
 	key        string // advertised address, as pion reports it in events
 	up, down   *rate.Limiter
-	inbox      *inbox
+	// inbox is made when pion reports the allocation, sized for its
+	// client: UDP clients' data never goes through it.
+	inbox atomic.Pointer[inbox]
 
 	// routes is what the data path relays by, kept from pion's events.
 	routes   atomic.Pointer[relayRoutes]
@@ -99,12 +102,33 @@ type relayConn struct {
 	closed   sync.Once
 }
 
-// relayInbox is how many peer datagrams may wait for pion's read loop.
-const relayInbox = 64
+// How many peer datagrams may wait for pion's read loop: a TCP or TLS
+// client's all go that way; a UDP client's never do.
+const (
+	relayInboxStream = 64
+	relayInboxUDP    = 1
+)
+
+// closedInbox stands in for the inbox of a relay socket closed before pion
+// reported its allocation.
+var closedInbox = func() *inbox {
+	q := newInbox(0, prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"}))
+	q.close()
+	return q
+}()
+
+// inboxFor returns the relay socket's inbox, making it with room for size
+// datagrams if there is none yet.
+func (c *relayConn) inboxFor(size int) *inbox {
+	if q := c.inbox.Load(); q != nil {
+		return q
+	}
+	c.inbox.CompareAndSwap(nil, newInbox(size, c.s.metrics.inboxDrops))
+	return c.inbox.Load()
+}
 
 func (s *Server) newRelayConn(sock *udpSocket) (*relayConn, error) {
-	rc := &relayConn{s: s, sock: sock, advertised: &net.UDPAddr{IP: s.publicIP, Port: sock.local.Port},
-		inbox: newInbox(relayInbox, s.metrics.inboxDrops.Inc)}
+	rc := &relayConn{s: s, sock: sock, advertised: &net.UDPAddr{IP: s.publicIP, Port: sock.local.Port}}
 	rc.key = rc.advertised.String()
 	rc.routes.Store(&relayRoutes{})
 	if bw := s.state.Load().bandwidth; bw > 0 {
@@ -126,8 +150,11 @@ func (s *Server) newRelayConn(sock *udpSocket) (*relayConn, error) {
 }
 
 // ReadFrom returns the next datagram from a peer that the data path left to
-// pion.
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) { return c.inbox.read(p) }
+// pion. pion reports the allocation (routeClient makes the inbox) before it
+// starts reading; the stream size is a fallback.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	return c.inboxFor(relayInboxStream).read(p)
+}
 
 // fromPeer applies the bandwidth cap and the counters to an n-byte datagram
 // from a peer; false means drop it.
@@ -215,7 +242,8 @@ func (c *relayConn) Close() error {
 		if rt := c.routes.Load(); rt.out != nil {
 			c.s.unroute(rt.clientAP, rt.localAP, c)
 		}
-		c.inbox.close()
+		c.inbox.CompareAndSwap(nil, closedInbox)
+		c.inbox.Load().close()
 		c.closeErr = c.sock.close()
 		c.sh.forget(c.id)
 	})

@@ -83,13 +83,15 @@ func (s *Server) relayConnAt(relayAddr net.Addr) *relayConn {
 // routeClient records a new UDP allocation's client, so the data path
 // relays for it in both directions.
 func (s *Server) routeClient(src, dst net.Addr, protocol string, relayAddr net.Addr) {
-	if protocol != "UDP" {
-		return
-	}
 	rc := s.relayConnAt(relayAddr)
 	if rc == nil {
 		return
 	}
+	if protocol != "UDP" {
+		rc.inboxFor(relayInboxStream)
+		return
+	}
+	rc.inboxFor(relayInboxUDP)
 	client, local := addrPort(src), addrPort(dst)
 	out := s.listenerSocket(local, rc.sh.index)
 	if out == nil {
