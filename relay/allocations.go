@@ -15,7 +15,7 @@ type liveAllocation struct {
 	username  string
 	quotaKey  string    // the user part of a TURN REST username, or the static user
 	expires   time.Time // zero for static users
-	relayAddr string
+	relayAddr netip.AddrPort
 }
 
 // allocTable indexes live allocations by the client's transport address
@@ -119,10 +119,10 @@ func (t *allocTable) len() int {
 
 // expired lists the relay addresses of allocations whose credential expired
 // before now.
-func (t *allocTable) expired(now time.Time) []string {
+func (t *allocTable) expired(now time.Time) []netip.AddrPort {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []string
+	var out []netip.AddrPort
 	for _, a := range t.bySrc {
 		if !a.expires.IsZero() && !now.Before(a.expires) {
 			out = append(out, a.relayAddr)

@@ -39,6 +39,7 @@ type metrics struct {
 	packetsToPeer, packetsFromPeer prometheus.Counter
 	droppedToPeer, droppedFromPeer prometheus.Counter
 	selfDenied                     prometheus.Counter
+	createdUDP, createdTCP         prometheus.Counter
 	unroutable, sendErrors         prometheus.Counter
 	inboxDrops                     prometheus.Counter
 	authOK                         prometheus.Counter // pion's OnAuth, once per signed request
@@ -105,6 +106,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
 	m.droppedToPeer, m.droppedFromPeer = m.bandwidthDropped.WithLabelValues(dirToPeer), m.bandwidthDropped.WithLabelValues(dirFromPeer)
 	m.selfDenied = m.peerDenied.WithLabelValues(DenySelf)
+	m.createdUDP, m.createdTCP = m.allocationsCreated.WithLabelValues("udp"), m.allocationsCreated.WithLabelValues("tcp")
 	m.authOK = m.auth.WithLabelValues(AuthOK)
 	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")
 	if reg != nil {
@@ -113,4 +115,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.dropped)
 	}
 	return m
+}
+
+// created is the allocations-created counter of a client transport.
+func (m *metrics) created(transport string) prometheus.Counter {
+	switch transport {
+	case "udp":
+		return m.createdUDP
+	case "tcp":
+		return m.createdTCP
+	}
+	return m.allocationsCreated.WithLabelValues(transport)
 }

@@ -83,7 +83,7 @@ type Server struct {
 	allocs      *allocTable
 
 	relaysMu sync.Mutex
-	relays   map[string]*relayConn // by advertised address
+	relays   map[netip.AddrPort]*relayConn // by advertised address
 
 	// The UDP data path (datapath.go): its shards, the UDP listener sockets
 	// by bound address, and the UDP allocations by 5-tuple.
@@ -122,7 +122,7 @@ func New(opts Options) (_ *Server, err error) {
 		ports:   cfg.Relay.Ports,
 		bindIP:  net.ParseIP(cfg.Relay.BindIP),
 		allocs:  newAllocTable(),
-		relays:  map[string]*relayConn{},
+		relays:  map[netip.AddrPort]*relayConn{},
 		routes:  routeTable{m: map[clientKey]*relayConn{}},
 
 		udpGroups: map[netip.AddrPort][]*udpListener{},
@@ -376,13 +376,13 @@ func (s *Server) nextShard() *shard {
 func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, username, _ string, relayAddr net.Addr, _ int) {
 	s.routeClient(src, dst, protocol, relayAddr)
 	st := s.state.Load()
-	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: relayAddr.String()}
+	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: addrPort(relayAddr)}
 	if _, static := st.userKeys[username]; !static {
 		a.expires, _, _ = auth.ParseUsername(username)
 	}
 	s.allocs.add(srcKey(src), a)
 	s.metrics.allocationsActive.Inc()
-	s.metrics.allocationsCreated.WithLabelValues(transportOf(src, protocol)).Inc()
+	s.metrics.created(transportOf(src, protocol)).Inc()
 }
 
 func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {

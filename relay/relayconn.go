@@ -78,7 +78,7 @@ type relayConn struct {
 	sh         *shard
 	id         uint64 // the shard's registration
 	advertised *net.UDPAddr
-	key        string // advertised address, as pion reports it in events
+	key        netip.AddrPort // advertised address, as pion reports it in events
 	up, down   *rate.Limiter
 	// inbox is made when pion reports the allocation, sized for its
 	// client: UDP clients' data never goes through it.
@@ -129,8 +129,8 @@ func (c *relayConn) inboxFor(size int) *inbox {
 
 func (s *Server) newRelayConn(sock *udpSocket) (*relayConn, error) {
 	rc := &relayConn{s: s, sock: sock, advertised: &net.UDPAddr{IP: s.publicIP, Port: sock.local.Port}}
-	rc.key = rc.advertised.String()
-	rc.routes.Store(&relayRoutes{})
+	rc.key = addrPort(rc.advertised)
+	rc.routes.Store(noRoutes)
 	if bw := s.state.Load().bandwidth; bw > 0 {
 		// A burst of a quarter second, at least one full datagram.
 		burst := max(int(bw/4), 1600)

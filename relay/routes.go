@@ -25,6 +25,9 @@ type relayRoutes struct {
 	perms    map[netip.Addr]struct{}   // permitted peer IPs
 }
 
+// noRoutes is every relay socket's routes until pion reports its client.
+var noRoutes = &relayRoutes{}
+
 type channelRoute struct {
 	peer netip.AddrPort
 	sa   sockaddr
@@ -75,7 +78,7 @@ func (s *Server) relayConnAt(relayAddr net.Addr) *relayConn {
 		return nil
 	}
 	s.relaysMu.Lock()
-	rc := s.relays[relayAddr.String()]
+	rc := s.relays[addrPort(relayAddr)]
 	s.relaysMu.Unlock()
 	return rc
 }
