@@ -70,7 +70,9 @@ type Server struct {
 	now     func() time.Time
 	realm   string
 	ports   config.PortRange
-	bindIP  net.IP
+	// portPool hands out the relay ports.
+	portPool *portPool
+	bindIP   net.IP
 	// publicIP is advertised in XOR-RELAYED-ADDRESS.
 	publicIP net.IP
 	self     SelfAddrs
@@ -120,10 +122,12 @@ func New(opts Options) (_ *Server, err error) {
 		now:     opts.Now,
 		realm:   cfg.Realm,
 		ports:   cfg.Relay.Ports,
-		bindIP:  net.ParseIP(cfg.Relay.BindIP),
-		allocs:  newAllocTable(),
-		relays:  map[netip.AddrPort]*relayConn{},
-		routes:  routeTable{m: map[clientKey]*relayConn{}},
+
+		portPool: newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
+		bindIP:   net.ParseIP(cfg.Relay.BindIP),
+		allocs:   newAllocTable(),
+		relays:   map[netip.AddrPort]*relayConn{},
+		routes:   routeTable{m: map[clientKey]*relayConn{}},
 
 		udpGroups: map[netip.AddrPort][]*udpListener{},
 		stop:      make(chan struct{}),

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -53,12 +52,18 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 		}
 		return try(requestedPort)
 	}
-	var lastErr error
+	lastErr := errors.New("all in use")
 	for i := 0; i < 64; i++ {
-		c, a, err := try(lo + rand.IntN(hi-lo+1))
+		port, ok := s.portPool.get()
+		if !ok {
+			break
+		}
+		c, a, err := try(port)
 		if err == nil {
 			return c, a, nil
 		}
+		// Taken by someone else, or failing: it goes back to the end.
+		s.portPool.put(port)
 		lastErr = err
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			break
@@ -246,6 +251,7 @@ func (c *relayConn) Close() error {
 		c.inbox.Load().close()
 		c.closeErr = c.sock.close()
 		c.sh.forget(c.id)
+		c.s.portPool.put(c.sock.local.Port)
 	})
 	return c.closeErr
 }
