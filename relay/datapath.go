@@ -54,9 +54,12 @@ type shard struct {
 	// sends.n) hold framed messages waiting in sends; the rest are free.
 	peer  *mmsgBatch
 	sends *sendQueue
-	count tally
-	out   [128]byte // a Binding response
-	txid  *txidSource
+	// Client datagrams of one listener batch on their way to peers, sent
+	// with one sendmmsg per relay socket before the batch is read over.
+	toPeers *sendQueue
+	count   tally
+	out     [128]byte // a Binding response
+	txid    *txidSource
 
 	done chan struct{}
 }
@@ -99,8 +102,10 @@ func newShard(s *Server, index int) (*shard, error) {
 		in:    newMmsgBatch(0, batchSize),
 		peer:  newMmsgBatch(peerHeadroom, peerSlots),
 		sends: newSendQueue(peerSlots),
-		txid:  newTxidSource(),
-		done:  make(chan struct{}),
+
+		toPeers: newSendQueue(batchSize),
+		txid:    newTxidSource(),
+		done:    make(chan struct{}),
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
 	setEventID(&ev, wakeID)
@@ -266,6 +271,12 @@ func (u *udpListener) readable(sh *shard) {
 		}
 		u.inbox.put(p, u.addrOf(src))
 	}
+	if sh.toPeers.n > 0 {
+		sh.toPeers.group()
+		if failed := sh.toPeers.flush(); failed > 0 {
+			sh.s.metrics.sendErrors.Add(float64(failed))
+		}
+	}
 }
 
 // channelData relays a client's ChannelData to the channel's peer. With no
@@ -283,7 +294,20 @@ func (u *udpListener) channelData(sh *shard, p []byte, src netip.AddrPort) {
 		return
 	}
 	length := int(uint16(p[2])<<8 | uint16(p[3]))
-	rc.toPeer(p[4:4+length], ch.peer, &ch.sa, &sh.count)
+	sh.queueToPeer(rc, p[4:4+length], ch.peer, &ch.sa)
+}
+
+// queueToPeer queues a client's datagram for its peer, if the relay's rules
+// let it through; an empty one (which has no buffer to point to) goes out
+// at once.
+func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *sockaddr) {
+	if len(p) == 0 {
+		_ = rc.toPeer(p, peer, sa, &sh.count)
+		return
+	}
+	if rc.admit(p, peer, &sh.count) {
+		sh.toPeers.add(p, rc.sock, sa)
+	}
 }
 
 // sendIndication relays a client's Send indication to a permitted peer. It
@@ -303,7 +327,7 @@ func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bo
 		return true
 	}
 	sa := makeSockaddr(peer, rc.sock.v6)
-	rc.toPeer(data, peer, &sa, &sh.count)
+	sh.queueToPeer(rc, data, peer, &sa)
 	return true
 }
 

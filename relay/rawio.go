@@ -322,6 +322,37 @@ func (q *sendQueue) add(msg []byte, via *udpSocket, to *sockaddr) {
 	q.n++
 }
 
+// group reorders the queue so that messages for the same socket are
+// adjacent, keeping their order: flush then needs one sendmmsg per socket.
+func (q *sendQueue) group() {
+	var iovs [batchSize]unix.Iovec
+	var to [batchSize]sockaddr
+	var via [batchSize]*udpSocket
+	var taken [batchSize]bool
+	if q.n > batchSize {
+		return
+	}
+	k := 0
+	for i := 0; i < q.n; i++ {
+		if taken[i] {
+			continue
+		}
+		for j := i; j < q.n; j++ {
+			if !taken[j] && q.via[j] == q.via[i] {
+				taken[j] = true
+				iovs[k], to[k], via[k] = q.iovs[j], q.to[j], q.via[j]
+				k++
+			}
+		}
+	}
+	copy(q.iovs, iovs[:q.n])
+	copy(q.to, to[:q.n])
+	copy(q.via, via[:q.n])
+	for i := 0; i < q.n; i++ {
+		q.hdrs[i].Hdr.Namelen = q.to[i].n
+	}
+}
+
 // flush sends everything queued, one sendmmsg per run of messages on the
 // same socket, and returns how many the kernel refused.
 func (q *sendQueue) flush() (failed int) {

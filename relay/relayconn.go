@@ -195,20 +195,29 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // is not an error: UDP gives no guarantee anyway. Sent datagrams are
 // counted in t.
 func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr, t *tally) error {
-	if !c.peerAllowed(peer) {
-		return nil
-	}
-	if c.up != nil && !c.up.AllowN(time.Now(), len(p)) {
-		c.s.metrics.droppedToPeer.Inc()
+	if !c.admit(p, peer, t) {
 		return nil
 	}
 	if err := c.sock.sendto(p, sa); err != nil {
 		c.s.metrics.sendErrors.Inc()
 		return err
 	}
+	return nil
+}
+
+// admit applies the peer policy, the bandwidth cap and the counters to a
+// client's datagram for a peer; false means drop it.
+func (c *relayConn) admit(p []byte, peer netip.AddrPort, t *tally) bool {
+	if !c.peerAllowed(peer) {
+		return false
+	}
+	if c.up != nil && !c.up.AllowN(time.Now(), len(p)) {
+		c.s.metrics.droppedToPeer.Inc()
+		return false
+	}
 	t.toPeer++
 	t.toPeerBytes += len(p)
-	return nil
+	return true
 }
 
 func (c *relayConn) peerAllowed(ap netip.AddrPort) bool {
