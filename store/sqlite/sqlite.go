@@ -94,7 +94,7 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 		s.getKey, err = db.PrepareContext(ctx, `SELECT `+keyCols+` FROM api_keys WHERE sid = ?`)
 	}
 	if err == nil {
-		s.versions, err = newVersionChecker(ctx, db)
+		s.versions, err = newVersionChecker(ctx, db, path)
 	}
 	if err != nil {
 		db.Close()
