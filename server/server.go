@@ -44,8 +44,10 @@ type Server struct {
 	reg   *prometheus.Registry
 	now   func() time.Time
 
-	mu  sync.Mutex // guards cfg across reloads
+	mu  sync.Mutex // guards cfg across reloads, and uris
 	cfg config.Config
+	// uris memoizes ICEURIs (the issuer asks on every token) until a reload.
+	uris []string
 
 	certs   *certStore
 	secrets atomic.Pointer[auth.Secrets]
@@ -236,6 +238,7 @@ func (s *Server) Reload(cfg config.Config) ([]string, error) {
 		}
 	}
 	s.cfg = cfg
+	s.uris = nil
 	s.log.Info("config reloaded", zap.Strings("restart_needed", restart))
 	return restart, nil
 }
@@ -302,10 +305,17 @@ func (s *Server) logStarted() {
 // ICEURIs are the STUN/TURN URIs handed out with credentials: issuer.ice_servers
 // when set, else derived from issuer.public_host (default: the relay's
 // advertised IP) and the first listener of each kind.
+// The result is shared: callers must not modify it.
 func (s *Server) ICEURIs() []string {
 	s.mu.Lock()
-	cfg := s.cfg
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.uris == nil {
+		s.uris = s.iceURIs(s.cfg)
+	}
+	return s.uris
+}
+
+func (s *Server) iceURIs(cfg config.Config) []string {
 	if len(cfg.Issuer.ICEServers) > 0 {
 		return cfg.Issuer.ICEServers
 	}
