@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -108,6 +109,11 @@ func serve(cmd *cobra.Command, cfg config.Config, dev bool) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if stop, err := cpuProfile(os.Getenv("TRAVERSE_CPU_PROFILE")); err != nil {
+		return err
+	} else if stop != nil {
+		defer stop()
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -251,4 +257,22 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// cpuProfile profiles the process until the returned stop is called (at the
+// end of serve), when TRAVERSE_CPU_PROFILE names a file: how scripts/pgo
+// collects cmd/traverse/default.pgo from a benchmark run.
+func cpuProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("TRAVERSE_CPU_PROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("TRAVERSE_CPU_PROFILE: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
