@@ -453,6 +453,22 @@ func (q *inbox) put(p []byte, addr *net.UDPAddr) {
 	}
 }
 
+// tryRead is read without waiting: ok is false when nothing is queued.
+func (q *inbox) tryRead(p []byte) (n int, addr net.Addr, ok bool, err error) {
+	select {
+	case pk, open := <-q.ch:
+		if !open {
+			return 0, nil, false, net.ErrClosed
+		}
+		n, addr = copy(p, pk.b[:pk.n]), pk.addr
+		pk.addr = nil
+		inPackets.Put(pk)
+		return n, addr, true, nil
+	default:
+		return 0, nil, false, nil
+	}
+}
+
 // read returns the next datagram, or net.ErrClosed once the inbox is closed
 // and empty.
 func (q *inbox) read(p []byte) (int, net.Addr, error) {

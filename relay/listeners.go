@@ -101,8 +101,76 @@ type udpListener struct {
 	sock    *udpSocket
 	localAP netip.AddrPort
 	inbox   *inbox
+	replies *replyBatch
 	// addrs is the shard's cache of client addresses handed to pion.
 	addrs map[netip.AddrPort]*net.UDPAddr
+}
+
+// replyBatch gathers pion's answers on one listener socket. pion's read loop
+// answers each request before it reads the next, so while requests are
+// waiting its answers are queued, and they all go out in one sendmmsg when
+// the loop is about to wait (or the queue is full). While the loop waits,
+// any write goes out at once, so nothing is held back.
+type replyBatch struct {
+	mu      sync.Mutex
+	waiting bool // pion's read loop is waiting for a request
+	q       *sendQueue
+	bufs    [][]byte
+	failed  func(n int)
+}
+
+// replyBatchSize bounds how many answers wait for one send.
+const replyBatchSize = 16
+
+func newReplyBatch(failed func(n int)) *replyBatch {
+	r := &replyBatch{q: newSendQueue(replyBatchSize), bufs: make([][]byte, replyBatchSize), failed: failed}
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, readBuffer)
+	}
+	return r
+}
+
+// add queues a copy of p for to; false means send it now instead.
+func (r *replyBatch) add(p []byte, via *udpSocket, to *sockaddr) bool {
+	if len(p) == 0 || len(p) > readBuffer {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiting {
+		return false
+	}
+	if r.q.n == replyBatchSize {
+		r.flushLocked()
+	}
+	b := r.bufs[r.q.n][:len(p)]
+	copy(b, p)
+	r.q.add(b, via, to)
+	return true
+}
+
+// wait marks the read loop as waiting, sending what is queued; busy marks
+// it as handling a request again.
+func (r *replyBatch) wait() {
+	r.mu.Lock()
+	r.waiting = true
+	r.flushLocked()
+	r.mu.Unlock()
+}
+
+func (r *replyBatch) busy() {
+	r.mu.Lock()
+	r.waiting = false
+	r.mu.Unlock()
+}
+
+func (r *replyBatch) flushLocked() {
+	if r.q.n == 0 {
+		return
+	}
+	if n := r.q.flush(); n > 0 {
+		r.failed(n)
+	}
 }
 
 // listenerInbox is how many datagrams may wait for pion's read loop.
@@ -110,11 +178,17 @@ const listenerInbox = 1024
 
 func newUDPListener(s *Server, sock *udpSocket) *udpListener {
 	return &udpListener{s: s, sock: sock, localAP: addrPort(sock.local),
-		inbox: newInbox(listenerInbox, s.metrics.inboxDrops), addrs: map[netip.AddrPort]*net.UDPAddr{}}
+		inbox: newInbox(listenerInbox, s.metrics.inboxDrops), addrs: map[netip.AddrPort]*net.UDPAddr{},
+		replies: newReplyBatch(func(n int) { s.metrics.sendErrors.Add(float64(n)) })}
 }
 
 func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := u.inbox.read(p)
+	n, addr, ok, err := u.inbox.tryRead(p)
+	if !ok && err == nil {
+		u.replies.wait()
+		n, addr, err = u.inbox.read(p)
+		u.replies.busy()
+	}
 	if err == nil && u.s.multiSecret.Load() {
 		u.s.signed.observe(srcKey(addr), p[:n])
 	}
@@ -132,6 +206,9 @@ func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 		p = u.s.unauthorized(p, srcKey(addr))
 	}
 	sa := makeSockaddr(ua.AddrPort(), u.sock.v6)
+	if u.replies.add(p, u.sock, &sa) {
+		return n, nil
+	}
 	if err := u.sock.sendto(p, &sa); err != nil {
 		return 0, err
 	}
