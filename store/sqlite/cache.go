@@ -227,37 +227,31 @@ func (c *rowCache) at(v int64) {
 }
 
 func (c *rowCache) account(v int64, sid string) (store.Account, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.at(v)
-	a, ok := c.accounts[sid]
-	return a, ok
+	return cached(c, v, c.accounts, sid)
 }
 
-func (c *rowCache) putAccount(v int64, a store.Account) {
+func (c *rowCache) putAccount(v int64, a store.Account) { keep(c, v, c.accounts, a.Sid, a) }
+
+func (c *rowCache) key(v int64, sid string) (store.Key, bool) { return cached(c, v, c.keys, sid) }
+
+func (c *rowCache) putKey(v int64, k store.Key) { keep(c, v, c.keys, k.Sid, k) }
+
+// cached looks sid up in one of c's maps as of data_version v.
+func cached[T any](c *rowCache, v int64, m map[string]T, sid string) (T, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.at(v)
-	if len(c.accounts) >= maxCached {
-		clear(c.accounts)
+	row, ok := m[sid]
+	return row, ok
+}
+
+// keep files row under sid in one of c's maps as of data_version v.
+func keep[T any](c *rowCache, v int64, m map[string]T, sid string, row T) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at(v)
+	if len(m) >= maxCached {
+		clear(m)
 	}
-	c.accounts[a.Sid] = a
-}
-
-func (c *rowCache) key(v int64, sid string) (store.Key, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.at(v)
-	k, ok := c.keys[sid]
-	return k, ok
-}
-
-func (c *rowCache) putKey(v int64, k store.Key) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.at(v)
-	if len(c.keys) >= maxCached {
-		clear(c.keys)
-	}
-	c.keys[k.Sid] = k
+	m[sid] = row
 }
