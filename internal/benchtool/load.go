@@ -167,101 +167,21 @@ func runData(t target, o opts, peer netip.AddrPort, spec dataSpec) (dataResult, 
 		}
 	}
 	epoch := time.Now()
-	send := func(c *dataClient) {
-		binary.BigEndian.PutUint64(c.payload, uint64(time.Since(epoch)))
-		binary.BigEndian.PutUint32(c.payload[8:], c.seq)
-		c.seq++
-		if _, err := c.conn.Write(c.pkt); err == nil {
-			c.sent++
-		}
-	}
-	// Saturation is a closed loop run by each client's reader: it keeps
-	// `window` messages in flight, sending the next as one comes back, and
-	// refills the window after 100 ms of silence (its messages lost). The
-	// reader sending itself costs the generator no hand-off per message, so
-	// more of the shared cores are left to the server under test.
-	const window = 8
-	saturate := spec.rate == 0
-	var stopping atomic.Bool
 	cpu0, _ := cpuTicks(t.server.pid())
 	start := time.Now()
 	end := start.Add(spec.dur)
-	var recvWG sync.WaitGroup
-	for _, c := range clients {
-		recvWG.Add(1)
-		go func(c *dataClient) {
-			defer recvWG.Done()
-			buf := make([]byte, 2048)
-			var deadline time.Time
-			if saturate {
-				for i := 0; i < window; i++ {
-					send(c)
-				}
-			}
-			for {
-				if saturate {
-					if now := time.Now(); deadline.Sub(now) < 80*time.Millisecond && !stopping.Load() {
-						deadline = now.Add(100 * time.Millisecond)
-						_ = c.conn.SetReadDeadline(deadline)
-					}
-				}
-				n, err := c.conn.Read(buf)
-				if err != nil {
-					var ne net.Error
-					if errors.As(err, &ne) && ne.Timeout() {
-						if !saturate || stopping.Load() {
-							return
-						}
-						deadline = time.Time{}
-						for i := 0; i < window; i++ {
-							send(c)
-						}
-						continue
-					}
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-					continue // ICMP port unreachable and the like
-				}
-				p := c.f.unframe(buf[:n])
-				if len(p) < 12 {
-					continue
-				}
-				c.received.Add(1)
-				if seq := binary.BigEndian.Uint32(p[8:]); seq&c.rttSampleMask == 0 && len(c.rtts) < 200000 {
-					c.rtts = append(c.rtts, int64(time.Since(epoch))-int64(binary.BigEndian.Uint64(p)))
-				}
-				if saturate && time.Now().Before(end) {
-					send(c)
-				}
-			}
-		}(c)
-	}
-
-	if spec.rate > 0 {
-		// One pacer: every millisecond, send what is due, round robin.
-		next := 0
-		var sent int64
-		for now := time.Now(); now.Before(end); now = time.Now() {
-			due := int64(now.Sub(start).Seconds() * float64(spec.rate))
-			for ; sent < due; sent++ {
-				send(clients[next])
-				next = (next + 1) % len(clients)
-			}
-			time.Sleep(time.Millisecond)
+	var elapsed time.Duration
+	if spec.rate == 0 {
+		// Saturation: a closed loop, 8 messages in flight per client (see
+		// saturate), then the tail is let in.
+		if err := saturate(clients, 8, epoch, end, end.Add(300*time.Millisecond)); err != nil {
+			return dataResult{}, err
 		}
+		elapsed = spec.dur
 	} else {
-		time.Sleep(time.Until(end))
+		elapsed = pace(clients, spec.rate, epoch, start, end)
 	}
-	elapsed := time.Since(start)
-	// Let the tail arrive, then stop the readers.
-	time.Sleep(300 * time.Millisecond)
 	cpu1, _ := cpuTicks(t.server.pid())
-	stopping.Store(true)
-	for _, c := range clients {
-		_ = c.conn.SetReadDeadline(time.Now())
-	}
-	recvWG.Wait()
 
 	var r dataResult
 	var rtts []int64
@@ -605,4 +525,62 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// pace offers rate messages/s in total, round robin over the clients, from
+// one pacer that wakes every millisecond, while a reader per client counts
+// what comes back; it returns how long it offered load. The tail is let in
+// before the readers stop.
+func pace(clients []*dataClient, rate int, epoch, start, end time.Time) time.Duration {
+	send := func(c *dataClient) {
+		binary.BigEndian.PutUint64(c.payload, uint64(time.Since(epoch)))
+		binary.BigEndian.PutUint32(c.payload[8:], c.seq)
+		c.seq++
+		if _, err := c.conn.Write(c.pkt); err == nil {
+			c.sent++
+		}
+	}
+	var recvWG sync.WaitGroup
+	for _, c := range clients {
+		recvWG.Add(1)
+		go func(c *dataClient) {
+			defer recvWG.Done()
+			buf := make([]byte, 2048)
+			for {
+				n, err := c.conn.Read(buf)
+				if err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue // ICMP port unreachable and the like
+				}
+				p := c.f.unframe(buf[:n])
+				if len(p) < 12 {
+					continue
+				}
+				c.received.Add(1)
+				if seq := binary.BigEndian.Uint32(p[8:]); seq&c.rttSampleMask == 0 && len(c.rtts) < 200000 {
+					c.rtts = append(c.rtts, int64(time.Since(epoch))-int64(binary.BigEndian.Uint64(p)))
+				}
+			}
+		}(c)
+	}
+	next := 0
+	var sent int64
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		due := int64(now.Sub(start).Seconds() * float64(rate))
+		for ; sent < due; sent++ {
+			send(clients[next])
+			next = (next + 1) % len(clients)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	time.Sleep(300 * time.Millisecond)
+	for _, c := range clients {
+		_ = c.conn.SetReadDeadline(time.Now())
+	}
+	recvWG.Wait()
+	return elapsed
 }

@@ -305,9 +305,11 @@ func (r *report) markdown(o opts) string {
   allocation, a permission and (for channels) a channel binding, made before the clock starts. Payloads carry a
   send timestamp; the peer echoes them back through the relay. *Paced* offers 10,000 messages/s in total (each
   echoed: ~100 two-way audio calls); *saturated* is a closed loop: every client keeps 8 messages in flight and sends the next
-  when one comes back, from the goroutine that read it (a client that hears nothing for 100 ms refills its
-  window), so the rate is what the server and the load generator reach together on the shared cores (as in
-  issue 6): the cheaper the server, the more CPU is left to the generator.
+  when one comes back (a client that hears nothing for 100 ms refills its window), all from one goroutine
+  polling every client socket with one epoll set, so the rate is what the server, the peer and the load
+  generator reach together on the shared cores (as in issue 6). The single-threaded peer echoes half of
+  every relayed message and takes close to a core at these rates, which bounds both servers alike and
+  pulls the messages/s ratio towards 1.
 - **CPU per relayed message** is the server's utime+stime delta from ` + "`/proc/PID/stat`" + ` over the run divided by the
   messages it relayed in both directions (sent + echoed back); every relayed message is one read and one write.
   For the ping-pong, the peer's CPU per echo (one read, one write): the kernel's own cost per datagram here.
