@@ -208,12 +208,14 @@ func (sh *shard) run() {
 // metrics: one sendmmsg and one set of atomic adds per wake-up, not per
 // datagram.
 func (sh *shard) flush() {
+	// Counted before sent, so the counters are never behind what a client
+	// has seen.
+	sh.count.flush(sh.s.metrics)
 	if sh.sends.n > 0 {
 		if failed := sh.sends.flush(); failed > 0 {
 			sh.s.metrics.sendErrors.Add(float64(failed))
 		}
 	}
-	sh.count.flush(sh.s.metrics)
 }
 
 // tally counts relayed datagrams between flushes.
@@ -272,6 +274,7 @@ func (u *udpListener) readable(sh *shard) {
 		u.inbox.put(p, u.addrOf(src))
 	}
 	if sh.toPeers.n > 0 {
+		sh.count.flush(sh.s.metrics)
 		sh.toPeers.group()
 		if failed := sh.toPeers.flush(); failed > 0 {
 			sh.s.metrics.sendErrors.Add(float64(failed))
@@ -301,13 +304,14 @@ func (u *udpListener) channelData(sh *shard, p []byte, src netip.AddrPort) {
 // let it through; an empty one (which has no buffer to point to) goes out
 // at once.
 func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *sockaddr) {
-	if len(p) == 0 {
-		_ = rc.toPeer(p, peer, sa, &sh.count)
+	if !rc.admit(p, peer, &sh.count) {
 		return
 	}
-	if rc.admit(p, peer, &sh.count) {
-		sh.toPeers.add(p, rc.sock, sa)
+	if len(p) == 0 {
+		_ = rc.send(p, sa)
+		return
 	}
+	sh.toPeers.add(p, rc.sock, sa)
 }
 
 // sendIndication relays a client's Send indication to a permitted peer. It

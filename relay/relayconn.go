@@ -76,7 +76,7 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 // To a UDP client the shard relays peers' datagrams itself; for a TCP or TLS
 // client it hands them to pion through the inbox (ReadFrom: peer -> client).
 // pion writes to it what a TCP or TLS client sends (WriteTo: client ->
-// peer); the shard does the same for a UDP client through toPeer.
+// peer); the shard does the same for a UDP client (queueToPeer), with the same rules (admit).
 type relayConn struct {
 	s          *Server
 	sock       *udpSocket
@@ -173,7 +173,8 @@ func (c *relayConn) fromPeer(n int, t *tally) bool {
 	return true
 }
 
-// WriteTo sends a client's datagram to a peer (see toPeer).
+// WriteTo sends a client's datagram to a peer, under the same rules as the
+// data path (admit).
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
@@ -182,22 +183,18 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	peer := ua.AddrPort()
 	sa := makeSockaddr(peer, c.sock.v6)
 	var t tally
-	err := c.toPeer(p, peer, &sa, &t)
-	t.flush(c.s.metrics)
-	if err != nil {
+	if !c.admit(p, peer, &t) {
+		return len(p), nil // dropped by policy or cap: UDP promises no more
+	}
+	t.flush(c.s.metrics) // counted before sent, as on the data path
+	if err := c.send(p, &sa); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// toPeer sends a client's datagram to a peer, unless the peer policy (as it
-// stands after any reload) or the bandwidth cap says no. A dropped datagram
-// is not an error: UDP gives no guarantee anyway. Sent datagrams are
-// counted in t.
-func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr, t *tally) error {
-	if !c.admit(p, peer, t) {
-		return nil
-	}
+// send sends an admitted datagram to a peer at once.
+func (c *relayConn) send(p []byte, sa *sockaddr) error {
 	if err := c.sock.sendto(p, sa); err != nil {
 		c.s.metrics.sendErrors.Inc()
 		return err
@@ -205,8 +202,9 @@ func (c *relayConn) toPeer(p []byte, peer netip.AddrPort, sa *sockaddr, t *tally
 	return nil
 }
 
-// admit applies the peer policy, the bandwidth cap and the counters to a
-// client's datagram for a peer; false means drop it.
+// admit applies the peer policy (as it stands after any reload), the
+// bandwidth cap and the counters to a client's datagram for a peer; false
+// means drop it, which is not an error: UDP gives no guarantee anyway.
 func (c *relayConn) admit(p []byte, peer netip.AddrPort, t *tally) bool {
 	if !c.peerAllowed(peer) {
 		return false
