@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -198,6 +199,28 @@ func TestIPv6UDP(t *testing.T) {
 	}
 	if err := c.Permit(loopbackPeer); err != nil {
 		t.Fatal(err)
+	}
+	// The data path relays for a client on an IPv6 listener: ChannelData to
+	// an IPv4 peer and back, sent to the client as sockaddr_in6.
+	peer := echoPeer(t, "udp4", "127.0.0.1:0")
+	peerAP := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := c.BindChannel(0x4002, peerAP); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte{0x40, 0x02, 0, 3, 'v', '6', '!', 0}
+	buf := make([]byte, 1600)
+	for attempt := 0; ; attempt++ {
+		if _, err := c.Conn.WriteTo(msg, r.Addrs().UDP[0]); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Conn.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := c.Conn.ReadFrom(buf)
+		if err == nil && n >= 7 && string(buf[:4]) == string(msg[:4]) && string(buf[4:7]) == "v6!" {
+			break
+		}
+		if attempt == 2 {
+			t.Fatalf("no ChannelData echo over [::1]: %x %v", buf[:n], err)
+		}
 	}
 }
 
