@@ -34,9 +34,12 @@ type target struct {
 
 // dataSpec is one relayed-data scenario.
 type dataSpec struct {
-	mode    string // "channel" or "send" (TURN only)
-	size    int    // payload bytes
-	rate    int    // messages/s offered in total; 0 saturates
+	mode string // "channel" or "send" (TURN only)
+	// cPeer echoes through coturn's turnutils_peer instead of our batched
+	// echo peer: issue 6's original set-up, kept for comparison.
+	cPeer   bool
+	size    int // payload bytes
+	rate    int // messages/s offered in total; 0 saturates
 	clients int
 	dur     time.Duration
 }
@@ -45,6 +48,9 @@ func (d dataSpec) String() string {
 	load := fmt.Sprintf("paced %dk msg/s", d.rate/1000)
 	if d.rate == 0 {
 		load = "saturated"
+	}
+	if d.cPeer {
+		return fmt.Sprintf("%s, %d B, %s, turnutils_peer", load, d.size, d.mode)
 	}
 	return fmt.Sprintf("%s, %d B, %s", load, d.size, d.mode)
 }
@@ -55,8 +61,11 @@ type dataResult struct {
 	LossPct        float64
 	MsgPerSec      float64 // messages relayed per second (both directions)
 	CPUMicros      float64 // server CPU per relayed message
-	P50Micros      float64 // round trip
-	P99Micros      float64
+	// LoadCPUMicros is what the load generator and the echo peer spent per
+	// relayed message: they share the cores with the server.
+	LoadCPUMicros float64
+	P50Micros     float64 // round trip
+	P99Micros     float64
 }
 
 type dataClient struct {
@@ -154,8 +163,8 @@ func closeClients(clients []*dataClient) {
 }
 
 // runData offers spec's load to t through peer and measures it.
-func runData(t target, o opts, peer netip.AddrPort, spec dataSpec) (dataResult, error) {
-	clients, err := setupClients(t, o, peer, spec)
+func runData(t target, o opts, peer *proc, peerAddr netip.AddrPort, spec dataSpec) (dataResult, error) {
+	clients, err := setupClients(t, o, peerAddr, spec)
 	if err != nil {
 		return dataResult{}, err
 	}
@@ -168,6 +177,8 @@ func runData(t target, o opts, peer netip.AddrPort, spec dataSpec) (dataResult, 
 	}
 	epoch := time.Now()
 	cpu0, _ := cpuTicks(t.server.pid())
+	peer0, _ := cpuTicks(peer.pid())
+	self0 := selfCPU()
 	start := time.Now()
 	end := start.Add(spec.dur)
 	var elapsed time.Duration
@@ -182,6 +193,8 @@ func runData(t target, o opts, peer netip.AddrPort, spec dataSpec) (dataResult, 
 		elapsed = pace(clients, spec.rate, epoch, start, end)
 	}
 	cpu1, _ := cpuTicks(t.server.pid())
+	peer1, _ := cpuTicks(peer.pid())
+	self1 := selfCPU()
 
 	var r dataResult
 	var rtts []int64
@@ -202,6 +215,11 @@ func runData(t target, o opts, peer netip.AddrPort, spec dataSpec) (dataResult, 
 	r.MsgPerSec = float64(handled) / elapsed.Seconds()
 	if handled > 0 {
 		r.CPUMicros = float64(cpu1-cpu0) * tickSeconds * 1e6 / float64(handled)
+		load := float64(self1-self0) / 1e3
+		if t.server != peer { // the ping-pong's server is the peer
+			load += float64(peer1-peer0) * tickSeconds * 1e6
+		}
+		r.LoadCPUMicros = load / float64(handled)
 	}
 	if len(rtts) > 0 {
 		slices.Sort(rtts)

@@ -42,6 +42,9 @@ type opts struct {
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "echo" {
+		log.Fatal(echo())
+	}
 	if len(os.Args) == 3 && os.Args[1] == "forward" {
 		if err := forward(os.Args[2]); err != nil {
 			log.Fatal(err)
@@ -105,14 +108,16 @@ type env struct {
 	trav      *traverseServer
 	coturn    *proc
 	coturnUDP netip.AddrPort
-	peer      *proc
+	peer      *proc // turnutils_peer, for turnutils_uclient
 	peerAddr  netip.AddrPort
+	echo      *proc // our batched echo peer, for our own generator
+	echoAddr  netip.AddrPort
 	fwd       *proc
 	fwdAddr   netip.AddrPort
 }
 
 func (e *env) stop() {
-	for _, p := range []*proc{e.fwd, e.coturn, e.peer} {
+	for _, p := range []*proc{e.fwd, e.coturn, e.peer, e.echo} {
 		if p != nil {
 			p.stop()
 		}
@@ -139,21 +144,25 @@ func run(ctx context.Context, o opts) (err error) {
 	if e.peer, e.peerAddr, err = startPeer(); err != nil {
 		return err
 	}
+	if e.echo, e.echoAddr, err = startEcho(); err != nil {
+		return err
+	}
 	if e.trav, err = startTraverse(ctx, o.traverse, dir, o); err != nil {
 		return err
 	}
 	if e.coturn, e.coturnUDP, err = startCoturn(dir, o); err != nil {
 		return err
 	}
-	if e.fwd, e.fwdAddr, err = startForwarder(e.peerAddr); err != nil {
+	if e.fwd, e.fwdAddr, err = startForwarder(e.echoAddr); err != nil {
 		return err
 	}
 	trav := target{name: "traverse", kind: "turn", addr: e.trav.udp, server: e.trav.proc}
 	cot := target{name: "coturn", kind: "turn", addr: e.coturnUDP, server: e.coturn}
 	fwd := target{name: "forwarder", kind: "raw", addr: e.fwdAddr, server: e.fwd}
-	pp := target{name: "ping-pong", kind: "raw", addr: e.peerAddr, server: e.peer}
-	log.Printf("traverse %s (pid %d), coturn %s (pid %d), forwarder %s (pid %d), peer %s (pid %d)",
-		trav.addr, trav.server.pid(), cot.addr, cot.server.pid(), fwd.addr, fwd.server.pid(), pp.addr, pp.server.pid())
+	pp := target{name: "ping-pong", kind: "raw", addr: e.echoAddr, server: e.echo}
+	log.Printf("traverse %s (pid %d), coturn %s (pid %d), forwarder %s (pid %d), echo peer %s (pid %d), turnutils_peer %s (pid %d)",
+		trav.addr, trav.server.pid(), cot.addr, cot.server.pid(), fwd.addr, fwd.server.pid(), pp.addr, pp.server.pid(),
+		e.peerAddr, e.peer.pid())
 
 	specs := dataSpecs(o)
 	rep := newReport(o)
@@ -164,7 +173,7 @@ func run(ctx context.Context, o opts) (err error) {
 			pair = []target{cot, trav}
 		}
 		log.Printf("round %d/%d: %s first", round+1, o.rounds, pair[0].name)
-		for _, p := range []*proc{e.trav.proc, e.coturn, e.fwd, e.peer} {
+		for _, p := range []*proc{e.trav.proc, e.coturn, e.fwd, e.peer, e.echo} {
 			select {
 			case <-p.done:
 				return fmt.Errorf("%s (pid %d) exited during the run", p.name, p.pid())
@@ -176,14 +185,17 @@ func run(ctx context.Context, o opts) (err error) {
 				break
 			}
 			targets := pair
-			if spec.mode == "channel" {
+			peer, peerAddr := e.echo, e.echoAddr
+			if spec.cPeer {
+				peer, peerAddr = e.peer, e.peerAddr
+			} else if spec.mode == "channel" {
 				targets = append(append([]target{}, pair...), fwd, pp)
 			}
 			for _, t := range targets {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				r, err := runData(t, o, e.peerAddr, spec)
+				r, err := runData(t, o, peer, peerAddr, spec)
 				if err != nil {
 					rep.failed(t.name, spec.String(), err)
 					continue
@@ -263,7 +275,6 @@ func (r *report) failed(tgt, what string, err error) {
 
 // dataSpecs is the matrix of relayed-data scenarios.
 func dataSpecs(o opts) []dataSpec {
-	_ = o.quick // the same matrix in both modes; --quick shortens each run
 	var specs []dataSpec
 	for _, rate := range []int{10000, 0} {
 		for _, size := range []int{100, 1000} {
@@ -271,6 +282,11 @@ func dataSpecs(o opts) []dataSpec {
 				specs = append(specs, dataSpec{mode: mode, size: size, rate: rate, clients: 50, dur: o.dur})
 			}
 		}
+	}
+	if !o.quick {
+		// Issue 6's set-up, for comparison: its peer, one recvfrom and one
+		// sendto per echo, takes close to a core here and caps both servers.
+		specs = append(specs, dataSpec{mode: "channel", size: 100, clients: 50, dur: o.dur, cPeer: true})
 	}
 	return specs
 }

@@ -97,6 +97,7 @@ func (r *report) addData(spec dataSpec, tgt string, d dataResult) {
 	r.add("server CPU per relayed message, "+spec.String(), "CPU sat. "+short, "µs", false, tgt, d.CPUMicros)
 	r.add("messages/s relayed, "+spec.String(), "msg/s sat. "+short, "/s", true, tgt, d.MsgPerSec)
 	r.add("loss, "+spec.String(), "", "%", false, tgt, d.LossPct)
+	r.add("load generator and peer CPU per relayed message (share the cores), "+spec.String(), "", "µs", false, tgt, d.LoadCPUMicros)
 }
 
 func (r *report) addUclient(tgt string, u uclientResult) {
@@ -300,16 +301,21 @@ func (r *report) markdown(o opts) string {
 - **Servers.** traverse (` + "`traverse serve`" + `, the built binary) and coturn (Debian's ` + "`turnserver`" + `) run side by side
   on 127.0.0.1 with equivalent settings: one TURN REST shared secret, loopback peers allowed, no per-user
   quota, 8,000 relay ports each (disjoint ranges), ` + fmt.Sprint(r.Threads) + ` relay threads (traverse ` + "`relay.udp_sockets`" + `,
-  coturn ` + "`--relay-threads`" + `), no TLS/DTLS, no CLI. The peer is coturn's ` + "`turnutils_peer`" + ` (a UDP echo server in C).
+  coturn ` + "`--relay-threads`" + `), no TLS/DTLS, no CLI.
+- **Peer.** The relayed messages go to a UDP echo peer on loopback: ours (` + "`benchtool echo`" + `, one thread like
+  coturn's ` + "`turnutils_peer`" + `, but it reads up to 64 datagrams with one ` + "`recvmmsg`" + ` and echoes them with one
+  ` + "`sendmmsg`" + `). ` + "`turnutils_peer`" + ` spends a ` + "`recvfrom`" + ` and a ` + "`sendto`" + ` per echo and at saturation takes close to one
+  of the two cores, capping both servers alike: the row marked *turnutils_peer* keeps issue 6's original set-up
+  to show it. The turnutils_uclient rows use turnutils_peer too.
 - **Load.** A Go load generator (` + "`internal/benchtool`" + `) with 50 UDP clients, each with its own authenticated
   allocation, a permission and (for channels) a channel binding, made before the clock starts. Payloads carry a
   send timestamp; the peer echoes them back through the relay. *Paced* offers 10,000 messages/s in total (each
-  echoed: ~100 two-way audio calls); *saturated* is a closed loop: every client keeps 8 messages in flight and sends the next
-  when one comes back (a client that hears nothing for 100 ms refills its window), all from one goroutine
-  polling every client socket with one epoll set, so the rate is what the server, the peer and the load
-  generator reach together on the shared cores (as in issue 6). The single-threaded peer echoes half of
-  every relayed message and takes close to a core at these rates, which bounds both servers alike and
-  pulls the messages/s ratio towards 1.
+  echoed: ~100 two-way audio calls); *saturated* is a closed loop: every client keeps 8 messages in flight and sends
+  as many as come back (a client that hears nothing for 100 ms refills its window), all from one goroutine
+  polling every client socket with one epoll set and moving each client's datagrams with one ` + "`recvmmsg`" + ` and one
+  ` + "`sendmmsg`" + `. The rate is what the server, the peer and the load generator reach together on the shared
+  cores (as in issue 6); what the generator and the peer spent per message is in the table, so the server's share
+  can be seen.
 - **CPU per relayed message** is the server's utime+stime delta from ` + "`/proc/PID/stat`" + ` over the run divided by the
   messages it relayed in both directions (sent + echoed back); every relayed message is one read and one write.
   For the ping-pong, the peer's CPU per echo (one read, one write): the kernel's own cost per datagram here.

@@ -13,12 +13,13 @@ import (
 
 // saturate runs the closed loop of a saturated data run from one goroutine
 // and one epoll set over every client's socket: each client keeps `window`
-// messages in flight and sends the next as one comes back, and refills its
-// window after 100 ms of silence (its messages lost). A goroutine per client
-// would cost the generator a netpoller wake-up per message, taken from the
-// cores the server under test shares with it; here one wake-up serves every
-// socket that is ready, as in the servers. It sends until end and counts
-// what comes back until stop.
+// messages in flight and sends as many as come back, and refills its window
+// after 100 ms of silence (its messages lost). A goroutine per client would
+// cost the generator a netpoller wake-up per message, taken from the cores
+// the server under test shares with it; here one wake-up serves every socket
+// that is ready, as in the servers, and a client's datagrams move with one
+// recvmmsg and one sendmmsg. It sends until end and counts what comes back
+// until stop.
 func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) error {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -44,31 +45,37 @@ func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) err
 			return os.NewSyscallError("epoll_ctl", err)
 		}
 	}
-	send := func(i int) {
-		c := clients[i]
-		binary.BigEndian.PutUint64(c.payload, uint64(time.Since(epoch)))
-		binary.BigEndian.PutUint32(c.payload[8:], c.seq)
-		c.seq++
-		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fds[i]), uintptr(unsafe.Pointer(&c.pkt[0])),
-			uintptr(len(c.pkt)), unix.MSG_DONTWAIT, 0, 0)
-		if e == 0 {
-			c.sent++
-		}
+	// Every send goes out in one sendmmsg per client: the template packet
+	// copied into a batch buffer, stamped with the time and a sequence number.
+	sb := newMsgBatch(2*window, 2048)
+	payloadAt := make([]int, len(clients))
+	for i, c := range clients {
+		payloadAt[i] = int(uintptr(unsafe.Pointer(&c.payload[0])) - uintptr(unsafe.Pointer(&c.pkt[0])))
 	}
+	send := func(i, k int) {
+		c := clients[i]
+		ts := uint64(time.Since(epoch))
+		for j := range k {
+			b := sb.bufs[j]
+			copy(b, c.pkt)
+			binary.BigEndian.PutUint64(b[payloadAt[i]:], ts)
+			binary.BigEndian.PutUint32(b[payloadAt[i]+8:], c.seq)
+			c.seq++
+		}
+		c.sent += int64(sb.sendConnected(fds[i], k, len(c.pkt)))
+	}
+	rb := newMsgBatch(2*window, 2048)
 	heard := make([]time.Time, len(clients))
 	now := time.Now()
 	for i := range clients {
 		heard[i] = now
-		for k := 0; k < window; k++ {
-			send(i)
-		}
+		send(i, window)
 	}
 	rc, err := ep.SyscallConn()
 	if err != nil {
 		return err
 	}
 	evs := make([]unix.EpollEvent, 64)
-	buf := make([]byte, 2048)
 	var n int
 	wait := func(fd uintptr) bool {
 		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, fd, uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
@@ -89,9 +96,7 @@ func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) err
 			for i := range clients {
 				if now.Sub(heard[i]) >= 100*time.Millisecond {
 					heard[i] = now
-					for k := 0; k < window; k++ {
-						send(i)
-					}
+					send(i, window)
 				}
 			}
 		}
@@ -104,25 +109,33 @@ func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) err
 			i := int(ev.Fd)
 			c := clients[i]
 			for {
-				r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fds[i]), uintptr(unsafe.Pointer(&buf[0])),
-					uintptr(len(buf)), unix.MSG_DONTWAIT, 0, 0)
+				r, e := rb.recv(fds[i])
 				if e == unix.EINTR {
 					continue
 				}
 				if e != 0 {
 					break // EAGAIN: drained; or an ICMP error, consumed
 				}
-				p := c.f.unframe(buf[:r])
-				if len(p) < 12 {
-					continue
+				back := 0
+				for j := range r {
+					p := c.f.unframe(rb.bufs[j][:rb.hdrs[j].n])
+					if len(p) < 12 {
+						continue
+					}
+					back++
+					if seq := binary.BigEndian.Uint32(p[8:]); seq&c.rttSampleMask == 0 && len(c.rtts) < 200000 {
+						c.rtts = append(c.rtts, int64(time.Since(epoch))-int64(binary.BigEndian.Uint64(p)))
+					}
 				}
-				c.received.Add(1)
-				heard[i] = now
-				if seq := binary.BigEndian.Uint32(p[8:]); seq&c.rttSampleMask == 0 && len(c.rtts) < 200000 {
-					c.rtts = append(c.rtts, int64(time.Since(epoch))-int64(binary.BigEndian.Uint64(p)))
+				if back > 0 {
+					c.received.Add(int64(back))
+					heard[i] = now
+					if time.Now().Before(end) {
+						send(i, back)
+					}
 				}
-				if time.Now().Before(end) {
-					send(i)
+				if r < len(rb.hdrs) {
+					break // fewer than asked for: the socket is drained
 				}
 			}
 		}

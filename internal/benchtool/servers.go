@@ -13,12 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/pion/stun/v3"
+	"golang.org/x/sys/unix"
 )
 
 // proc is a process the bench started; only these are ever signalled.
@@ -273,7 +275,8 @@ func startCoturn(dir string, o opts) (*proc, netip.AddrPort, error) {
 	return p, addr, nil
 }
 
-// startPeer runs coturn's turnutils_peer, a UDP echo server in C.
+// startPeer runs coturn's turnutils_peer, a UDP echo server in C, for
+// coturn's own load generator (the turnutils_uclient rows), as issue 6 did.
 func startPeer() (*proc, netip.AddrPort, error) {
 	port, err := freePort()
 	if err != nil {
@@ -292,27 +295,28 @@ func startPeer() (*proc, netip.AddrPort, error) {
 	return p, addr, nil
 }
 
-// startForwarder runs this program's `forward` mode as its own process, so
-// its CPU is measured like a server's.
-func startForwarder(peer netip.AddrPort) (*proc, netip.AddrPort, error) {
+// startSelf runs this program in one of its helper modes (forward, echo) as
+// its own process, so that its CPU is measured apart from the generator's,
+// and reads the address it prints.
+func startSelf(name string, args ...string) (*proc, netip.AddrPort, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
-	cmd := exec.Command(self, "forward", peer.String())
+	cmd := exec.Command(self, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
 	cmd.Stderr = os.Stderr
-	p, err := start("forwarder", cmd)
+	p, err := start(name, cmd)
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		p.stop()
-		return nil, netip.AddrPort{}, fmt.Errorf("forwarder: %w", err)
+		return nil, netip.AddrPort{}, fmt.Errorf("%s: %w", name, err)
 	}
 	addr, err := netip.ParseAddrPort(strings.TrimSpace(line))
 	if err != nil {
@@ -321,6 +325,56 @@ func startForwarder(peer netip.AddrPort) (*proc, netip.AddrPort, error) {
 	}
 	return p, addr, waitEcho(addr, p, 10*time.Second)
 }
+
+// echo is the UDP echo peer of the generator-driven runs: one goroutine on
+// one thread, like turnutils_peer, but it reads up to 64 datagrams with one
+// recvmmsg and answers them with one sendmmsg. turnutils_peer spends two
+// system calls per echo; at saturation it took close to a core of the two
+// this machine has, and that cost, paid alike whichever server is measured,
+// pulled every messages/s ratio towards 1.
+func echo() error {
+	runtime.GOMAXPROCS(1)
+	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	_ = l.SetReadBuffer(4 << 20)
+	_ = l.SetWriteBuffer(4 << 20)
+	fmt.Println(l.LocalAddr().String())
+	return echoOn(l)
+}
+
+// echoOn echoes every datagram l receives until l is closed.
+func echoOn(l *net.UDPConn) error {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return err
+	}
+	b := newMsgBatch(64, 2048)
+	var n int
+	var e unix.Errno
+	read := func(fd uintptr) bool {
+		n, e = b.recv(int(fd))
+		return e != unix.EAGAIN // false: wait in the netpoller
+	}
+	for {
+		if err := rc.Read(read); err != nil {
+			return err
+		}
+		if e != 0 {
+			continue // EINTR, or an ICMP error consumed
+		}
+		_ = rc.Write(func(fd uintptr) bool { b.echo(int(fd), n); return true })
+	}
+}
+
+// startForwarder runs this program's `forward` mode.
+func startForwarder(peer netip.AddrPort) (*proc, netip.AddrPort, error) {
+	return startSelf("forwarder", "forward", peer.String())
+}
+
+// startEcho runs this program's `echo` mode.
+func startEcho() (*proc, netip.AddrPort, error) { return startSelf("echo peer", "echo") }
 
 // forward is the trivial Go UDP forwarder: one listener socket read by one
 // goroutine; each client gets a connected upstream socket to the peer and a
