@@ -62,12 +62,13 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 		if err == nil {
 			return c, a, nil
 		}
-		// Taken by someone else, or failing: it goes back to the end.
-		s.portPool.put(port)
 		lastErr = err
 		if !errors.Is(err, syscall.EADDRINUSE) {
+			s.portPool.put(port) // failing for another reason: back to the end
 			break
 		}
+		s.portPool.putBusy(port) // another socket holds it: try the next
+
 	}
 	return nil, nil, fmt.Errorf("no free relay port in %d-%d: %w", lo, hi, lastErr)
 }
