@@ -221,13 +221,17 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("alloc") {
 				break
 			}
-			r, err := runAlloc(t, o, o.allocN, 16, 10*time.Second)
+			r, err := runAlloc(t, o, o.allocN, allocLevels, 10*time.Second)
 			if err != nil {
 				rep.failed(t.name, "allocations", err)
 				continue
 			}
-			log.Printf("  %-9s allocations: %d ok, %d errors, %.0f/s (warm-up pass %.0f/s), server %.1f µs CPU each, load generator %.1f µs, %.1f KB RSS each %s",
-				t.name, r.Allocations, r.Errors, r.PerSec, r.ColdPerSec, r.ServerCPUMicros, r.ClientCPUMicros, r.RSSPerAllocK, r.FirstError)
+			log.Printf("  %-9s allocations: warm-up pass %.0f/s, %.1f KB RSS each; %d errors %s",
+				t.name, r.ColdPerSec, r.RSSPerAllocK, r.Errors, r.FirstError)
+			for _, p := range r.Levels {
+				log.Printf("  %-9s   %2d in flight: %d ok, %d errors, %.0f/s, server %.1f µs CPU each, load generator %.1f µs",
+					t.name, p.InFlight, p.Allocations, p.Errors, p.PerSec, p.ServerCPUMicros, p.ClientCPUMicros)
+			}
 			rep.addAlloc(t.name, r, round == 0)
 		}
 		for _, t := range pair {
