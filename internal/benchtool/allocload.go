@@ -302,6 +302,15 @@ func (g *allocGen) dial(slot int) (int, error) {
 }
 
 func (g *allocGen) close() {
+	g.closeSockets()
+	if g.ep >= 0 {
+		_ = unix.Close(g.ep)
+		g.ep = -1
+	}
+}
+
+// closeSockets closes the client sockets; the counts stay readable.
+func (g *allocGen) closeSockets() {
 	for i := range g.slots {
 		if g.slots[i].fd >= 0 {
 			_ = unix.Close(g.slots[i].fd)
@@ -312,10 +321,6 @@ func (g *allocGen) close() {
 		_ = unix.Close(fd)
 	}
 	g.spent = nil
-	if g.ep >= 0 {
-		_ = unix.Close(g.ep)
-		g.ep = -1
-	}
 }
 
 // allocate runs allocations until every slot has had its turn, deadline

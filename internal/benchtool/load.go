@@ -289,9 +289,9 @@ func runAlloc(t target, o opts, n int, levels []int, limit time.Duration) (alloc
 	if err != nil {
 		return r, err
 	}
-	// Every pass's sockets stay open until the end, so that a later pass's
-	// sockets cannot reuse their ports (coturn keeps a released 5-tuple for
-	// a while and answers 437 on it).
+	// A pass's sockets are closed only once the server has let go of their
+	// 5-tuples (waitSettled): coturn keeps a released one for a while and
+	// answers 437 to a new socket that reuses its port.
 	defer warm.close()
 	warmStart := time.Now()
 	warm.allocate(warmStart.Add(limit), 10)
@@ -313,6 +313,7 @@ func runAlloc(t target, o opts, n int, levels []int, limit time.Duration) (alloc
 	waitSettled(t.server.pid(), fds0, 20*time.Second)
 	r.Errors = warm.bad
 	gens := []*allocGen{warm}
+	warm.closeSockets()
 
 	for _, conc := range levels {
 		g, err := newAllocGen(t.addr, o.secret, n, conc)
@@ -331,6 +332,7 @@ func runAlloc(t target, o opts, n int, levels []int, limit time.Duration) (alloc
 		g.release()
 		// And leave the server as it was found, for the next pass.
 		waitSettled(t.server.pid(), fds0, 20*time.Second)
+		g.closeSockets()
 
 		p := allocPass{InFlight: conc, Allocations: g.ok, Errors: g.bad, PerSec: float64(g.ok) / elapsed.Seconds()}
 		if g.ok > 0 {

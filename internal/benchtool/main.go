@@ -75,15 +75,18 @@ func main() {
 		log.Fatal("benchtool: --traverse is required")
 	}
 	o.secret = "bench-secret-0123456789abcdef"
-	o.traversePorts = [2]int{40000, 47999}
-	o.coturnPorts = [2]int{48000, 55999}
+	// Below Linux's ephemeral ports (32768-60999): the load generator's
+	// thousands of client sockets take those, and a relay range there would
+	// share its ports with them.
+	o.traversePorts = [2]int{16000, 23999}
+	o.coturnPorts = [2]int{24000, 31999}
 	if o.quick {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 2000, time.Second, 2*time.Second, 10, 100
 		if o.rounds == 0 {
 			o.rounds = 1
 		}
 	} else {
-		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 3000, 3*time.Second, 5*time.Second, 50, 400
+		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 5000, 3*time.Second, 5*time.Second, 50, 400
 		if o.rounds == 0 {
 			o.rounds = 3
 		}
