@@ -11,8 +11,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -112,15 +115,32 @@ func CheckUsername(username string, now time.Time, p Policy) (expires time.Time,
 // Secrets is a ring of TURN REST secrets: the first mints, every one verifies.
 type Secrets struct {
 	keys [][]byte
+	// macs keeps, per secret, HMACs keyed once: the relay derives a password
+	// on every authenticated request, and a fresh HMAC is ~900 bytes of
+	// garbage each time.
+	macs []sync.Pool
 }
 
 // NewSecrets builds a ring; the first secret is the one that mints.
 func NewSecrets(secrets []string) *Secrets {
-	r := &Secrets{}
-	for _, s := range secrets {
-		r.keys = append(r.keys, []byte(s))
+	r := &Secrets{macs: make([]sync.Pool, len(secrets))}
+	for i, s := range secrets {
+		key := []byte(s)
+		r.keys = append(r.keys, key)
+		r.macs[i].New = func() any { return hmac.New(sha1.New, key) }
 	}
 	return r
+}
+
+// password is Password(r.keys[i], username) with a pooled HMAC.
+func (r *Secrets) password(i int, username string) string {
+	m := r.macs[i].Get().(hash.Hash)
+	m.Reset()
+	_, _ = io.WriteString(m, username)
+	var sum [sha1.Size]byte
+	s := base64.StdEncoding.EncodeToString(m.Sum(sum[:0]))
+	r.macs[i].Put(m)
+	return s
 }
 
 // Len is the number of secrets in the ring.
@@ -138,8 +158,8 @@ func (r *Secrets) Mint(user string, ttl time.Duration, now time.Time) (Credentia
 // The relay turns them into candidate long-term keys.
 func (r *Secrets) Passwords(username string) []string {
 	out := make([]string, len(r.keys))
-	for i, k := range r.keys {
-		out[i] = Password(k, username)
+	for i := range r.keys {
+		out[i] = r.password(i, username)
 	}
 	return out
 }
@@ -155,8 +175,8 @@ func (r *Secrets) Verify(username, password string, now time.Time, p Policy) (st
 		return "", ErrNoSecret
 	}
 	ok := 0
-	for _, k := range r.keys {
-		ok |= subtle.ConstantTimeCompare([]byte(Password(k, username)), []byte(password))
+	for i := range r.keys {
+		ok |= subtle.ConstantTimeCompare([]byte(r.password(i, username)), []byte(password))
 	}
 	if ok != 1 {
 		return "", ErrBadPassword

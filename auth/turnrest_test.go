@@ -2,8 +2,10 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -130,4 +132,29 @@ func BenchmarkVerify(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestSecretsPooledPasswords: the ring's pooled HMACs give exactly what
+// Password gives, however the requests interleave across goroutines.
+func TestSecretsPooledPasswords(t *testing.T) {
+	secrets := []string{"first-secret", "second", "a third, longer than the SHA-1 block size of sixty-four bytes...."}
+	r := NewSecrets(secrets)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				user := fmt.Sprintf("1700000000:user%d-%d", g, i)
+				got := r.Passwords(user)
+				for k, s := range secrets {
+					if want := Password([]byte(s), user); got[k] != want {
+						t.Errorf("secret %d, %s: %s, want %s", k, user, got[k], want)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
