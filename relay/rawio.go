@@ -29,7 +29,11 @@ type udpSocket struct {
 }
 
 // openUDP binds a non-blocking UDP socket. network is "udp4" or "udp6" (an
-// IPv6 socket takes IPv6 only, as Go's net package does).
+// IPv6 socket takes IPv6 only, as Go's net package does). Every call is a
+// raw system call: none of them blocks, and Go's own path marks the thread
+// as in a system call, which on a busy host lets the runtime's monitor hand
+// its P to another thread whenever the kernel is slow to return (an
+// allocation makes three or four of these).
 func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf int) (*udpSocket, error) {
 	v6 := network == "udp6"
 	family := unix.AF_INET
@@ -41,42 +45,45 @@ func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf
 		return nil, os.NewSyscallError("socket", err)
 	}
 	fail := func(op string, err error) (*udpSocket, error) {
-		_ = unix.Close(fd)
+		rawClose(fd)
 		return nil, os.NewSyscallError(op, err)
 	}
 	if v6 {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+		if err := rawSetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
 			return fail("setsockopt", err)
 		}
 	}
 	if reusePort {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		if err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 			return fail("setsockopt", err)
 		}
 	}
 	// Buffer sizes are requests; the kernel caps them, which is fine.
 	if rcvbuf > 0 {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+		_ = rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
 	}
 	if sndbuf > 0 {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
+		_ = rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
 	}
-	var sa unix.Sockaddr
-	if v6 {
-		a := &unix.SockaddrInet6{Port: port}
-		copy(a.Addr[:], ip.To16())
-		sa = a
-	} else {
-		a := &unix.SockaddrInet4{Port: port}
-		if ip4 := ip.To4(); ip4 != nil {
-			copy(a.Addr[:], ip4)
-		} else if ip != nil && !ip.IsUnspecified() {
+	var bindTo netip.Addr
+	switch {
+	case ip == nil || ip.IsUnspecified():
+		bindTo = netip.IPv4Unspecified()
+		if v6 {
+			bindTo = netip.IPv6Unspecified()
+		}
+	case v6:
+		bindTo = netip.AddrFrom16([16]byte(ip.To16()))
+	default:
+		ip4 := ip.To4()
+		if ip4 == nil {
 			return fail("bind", fmt.Errorf("%s is not an IPv4 address", ip))
 		}
-		sa = a
+		bindTo = netip.AddrFrom4([4]byte(ip4))
 	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return fail("bind", err)
+	sa := makeSockaddr(netip.AddrPortFrom(bindTo, uint16(port)), v6)
+	if _, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa.b[0])), uintptr(sa.n)); e != 0 {
+		return fail("bind", e)
 	}
 	u := &udpSocket{fd: fd, v6: v6}
 	if port != 0 {
@@ -104,6 +111,24 @@ func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf
 	return u, nil
 }
 
+func rawSetsockoptInt(fd, level, opt, value int) error {
+	v := int32(value)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
+		uintptr(unsafe.Pointer(&v)), 4, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// rawClose closes a UDP descriptor; that never blocks.
+func rawClose(fd int) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
 // close closes the descriptor once no call is using it; further calls fail
 // with net.ErrClosed.
 func (u *udpSocket) close() error {
@@ -112,7 +137,7 @@ func (u *udpSocket) close() error {
 	if u.fd < 0 {
 		return net.ErrClosed
 	}
-	err := unix.Close(u.fd)
+	err := rawClose(u.fd)
 	u.fd = -1
 	return err
 }
