@@ -334,14 +334,24 @@ func startSelf(name string, args ...string) (*proc, netip.AddrPort, error) {
 // pulled every messages/s ratio towards 1.
 func echo() error {
 	runtime.GOMAXPROCS(1)
-	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	l, err := listenAnnounced()
 	if err != nil {
 		return err
+	}
+	return echoOn(l)
+}
+
+// listenAnnounced opens a helper mode's loopback UDP socket, with room for
+// bursts, and prints its address for startSelf.
+func listenAnnounced() (*net.UDPConn, error) {
+	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
 	}
 	_ = l.SetReadBuffer(4 << 20)
 	_ = l.SetWriteBuffer(4 << 20)
 	fmt.Println(l.LocalAddr().String())
-	return echoOn(l)
+	return l, nil
 }
 
 // echoOn echoes every datagram l receives until l is closed.
@@ -384,13 +394,10 @@ func forward(peer string) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	l, err := listenAnnounced()
 	if err != nil {
 		return err
 	}
-	_ = l.SetReadBuffer(4 << 20)
-	_ = l.SetWriteBuffer(4 << 20)
-	fmt.Println(l.LocalAddr().String())
 	up := map[netip.AddrPort]*net.UDPConn{}
 	buf := make([]byte, 2048)
 	for {
