@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/internal/testnet"
 )
 
 // The helpers in helpers_test.go take *testing.T; a benchmark builds the
@@ -33,23 +34,7 @@ func benchRelay(b *testing.B) (server *net.UDPAddr, peer netip.AddrPort) {
 	}
 	b.Cleanup(func() { _ = s.Close() })
 
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2000)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	b.Cleanup(func() { _ = pc.Close(); <-done })
+	pc := testnet.EchoPeer(b, "udp4", "127.0.0.1:0")
 	return s.Addrs().UDP[0].(*net.UDPAddr), pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 

@@ -13,36 +13,22 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"github.com/traverse/traverse/internal/testnet"
 	"github.com/traverse/traverse/internal/turntest"
 )
 
 // TestRelayedPacketsAllocateNothing: a relayed round trip — client to peer
 // and back, over a channel or as Send and Data indications — allocates
-// nothing anywhere in the process. The client and the echo peer reuse their
-// buffers, so every allocation counted would be the relay's.
+// nothing anywhere in the process. The client and the echo peer
+// (testnet.EchoPeer) reuse their buffers, so every allocation counted would
+// be the relay's.
 func TestRelayedPacketsAllocateNothing(t *testing.T) {
 	cfg := testConfig()
 	cfg.Listen.TCP, cfg.Listen.TLS = nil, nil
 	cfg.Relay.UDPSockets = 1
 	r := startRelay(t, cfg, false)
 
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2000)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
+	pc := testnet.EchoPeer(t, "udp4", "127.0.0.1:0")
 	peer := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	cred := mint(t, testSecret, "zero", time.Hour)
