@@ -113,11 +113,7 @@ func TestCacheSeesOtherProcess(t *testing.T) {
 // the delete has returned may find the key.
 func TestCacheLinearizable(t *testing.T) {
 	ctx := context.Background()
-	s1, path := openTemp(t)
-	defer s1.Close()
-	s2, err := sqlite.OpenFile(ctx, path, testKey)
-	must(t, err)
-	defer s2.Close()
+	s1, s2 := openTwoHandles(t)
 	a := storetest.Account(1, "")
 	must(t, s1.CreateAccount(ctx, a))
 	for round := range 20 {

@@ -27,6 +27,18 @@ func openTemp(t *testing.T) (*sqlite.Store, string) {
 	return s, path
 }
 
+// openTwoHandles opens a temporary store twice on the same file, as two
+// nodes sharing it would; both close when the test ends.
+func openTwoHandles(t *testing.T) (s1, s2 *sqlite.Store) {
+	t.Helper()
+	s1, path := openTemp(t)
+	t.Cleanup(func() { _ = s1.Close() })
+	s2, err := sqlite.OpenFile(context.Background(), path, testKey)
+	must(t, err)
+	t.Cleanup(func() { _ = s2.Close() })
+	return s1, s2
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, _ := openTemp(t)
@@ -178,11 +190,7 @@ func TestConcurrentOpen(t *testing.T) {
 // through another on the same file, as two nodes sharing the store would.
 func TestDeleteSeenByOtherHandle(t *testing.T) {
 	ctx := context.Background()
-	s1, path := openTemp(t)
-	defer s1.Close()
-	s2, err := sqlite.OpenFile(ctx, path, testKey)
-	must(t, err)
-	defer s2.Close()
+	s1, s2 := openTwoHandles(t)
 	a := storetest.Account(1, "")
 	k := storetest.Key(1, a.Sid)
 	must(t, s1.CreateAccount(ctx, a))
