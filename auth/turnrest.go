@@ -183,3 +183,15 @@ func (r *Secrets) Verify(username, password string, now time.Time, p Policy) (st
 	}
 	return user, nil
 }
+
+// AccountOf returns the AccountSid that a TURN REST user part begins with:
+// the issuer mints users "<AccountSid>:<…>" (Tokens resource and
+// /v1/ice-servers). A user of any other shape (a static user, one minted by
+// `traverse credentials`) has no account, and ok is false.
+func AccountOf(user string) (sid string, ok bool) {
+	sid, _, _ = strings.Cut(user, ":")
+	if !validSid(sid, "AC") {
+		return "", false
+	}
+	return sid, true
+}

@@ -158,3 +158,25 @@ func TestSecretsPooledPasswords(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestAccountOf(t *testing.T) {
+	const ac = "AC0123456789abcdef0123456789abcdef"
+	for _, tc := range []struct {
+		user, want string
+		ok         bool
+	}{
+		{ac + ":5f2c0a1b2c3d4e5f", ac, true},
+		{ac + ":alice:5f2c0a1b2c3d4e5f", ac, true},
+		{ac, ac, true},
+		{"alice", "", false},
+		{"", "", false},
+		{"AC0123:x", "", false},
+		{"SK0123456789abcdef0123456789abcdef:x", "", false},
+		{"AC0123456789abcdef0123456789abcde!:x", "", false},
+	} {
+		got, ok := AccountOf(tc.user)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("AccountOf(%q) = %q, %v; want %q, %v", tc.user, got, ok, tc.want, tc.ok)
+		}
+	}
+}
