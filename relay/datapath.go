@@ -379,9 +379,10 @@ func (c *relayConn) readable(sh *shard) {
 		if !ok || !c.fromPeer(n, &sh.count) {
 			continue
 		}
-		if rt.out == nil {
-			// A TCP or TLS client; before pion reports the allocation
-			// there is no inbox, and nothing may be relayed yet anyway.
+		if rt.out == nil && rt.stream == nil {
+			// A client pion relays for; before pion reports the
+			// allocation there is no inbox, and nothing may be relayed
+			// yet anyway.
 			if q := c.inbox.Load(); q != nil {
 				q.put(buf[peerHeadroom:peerHeadroom+n], c.addrOf(src))
 			} else {
@@ -391,11 +392,15 @@ func (c *relayConn) readable(sh *shard) {
 		}
 		var msg []byte
 		if num, ok := rt.byPeer[src]; ok {
-			msg = frameChannelData(buf, n, num)
+			msg = frameChannelData(buf, n, num) // padded, as a stream needs
 		} else if _, ok := rt.perms[src.Addr()]; ok {
 			msg = frameDataIndication(buf, n, src, sh.txid.next())
 		} else {
 			c.s.metrics.unroutable.Inc()
+			continue
+		}
+		if rt.stream != nil {
+			rt.stream.out.queueData(msg) // copied: the buffer is free again
 			continue
 		}
 		// Keep the buffer out of the next recv until it is sent.

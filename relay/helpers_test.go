@@ -49,6 +49,17 @@ type testRelay struct {
 
 func startRelay(t *testing.T, cfg config.Config, withTLS bool) *testRelay {
 	t.Helper()
+	r, err := tryStartRelay(t, cfg, withTLS)
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	return r
+}
+
+// tryStartRelay is startRelay returning New's error, for a test that picks
+// its ports again when one is taken.
+func tryStartRelay(t *testing.T, cfg config.Config, withTLS bool) (*testRelay, error) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -59,10 +70,10 @@ func startRelay(t *testing.T, cfg config.Config, withTLS bool) *testRelay {
 	}
 	s, err := New(opts)
 	if err != nil {
-		t.Fatalf("relay.New: %v", err)
+		return nil, err
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return &testRelay{Server: s, reg: reg}
+	return &testRelay{Server: s, reg: reg}, nil
 }
 
 // metric reads a counter or gauge by name and label value ("" for none).

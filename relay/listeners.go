@@ -308,7 +308,11 @@ func (sl *streamListener) prepare(c net.Conn) {
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
-	sc := &streamConn{Conn: conn, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(), release: func() { sl.open.Add(-1) }}
+	sc := &streamConn{Conn: conn, raw: c, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(),
+		release: func() { sl.open.Add(-1) }, tuple: clientKey{addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())}}
+	_, sc.tls = conn.(*tls.Conn)
+	sc.out = newStreamOut(conn, sl.s.metrics, func() { _ = c.Close() })
+	sl.s.streams.add(sc)
 	sc.tap.onFrame = func(b []byte) {
 		if sl.s.multiSecret.Load() {
 			sl.s.signed.observe(sc.key, b)
@@ -355,21 +359,32 @@ func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // streamConn is a client's TCP or TLS connection as pion reads it: it keeps
 // the signed-request tap on the stream and closes connections that never
-// allocate or go idle.
+// allocate or go idle. Everything written to the client — pion's answers,
+// and peers' data from the data path — goes through its send queue (out).
 type streamConn struct {
 	net.Conn
+	raw      net.Conn // the TCP connection under TLS
 	s        *Server
 	key      string
+	tuple    clientKey // client and listener address, as pion reports them
+	tls      bool
 	accepted time.Time
 	tap      streamTap
+	out      *streamOut
 	release  func() // frees the listener's connection slot, once
 	closed   sync.Once
 }
 
-// Close closes the connection and frees its slot.
+// Close closes the connection and frees its slot. It closes the TCP
+// connection itself, not the TLS layer, whose close_notify would wait for a
+// write stuck on a stalled client.
 func (c *streamConn) Close() error {
-	err := c.Conn.Close()
-	c.closed.Do(c.release)
+	err := c.raw.Close()
+	c.closed.Do(func() {
+		c.s.streams.remove(c)
+		c.out.close()
+		c.release()
+	})
 	return err
 }
 
@@ -386,12 +401,15 @@ func (c *streamConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Write sends pion's responses and relayed data to the client.
+// Write queues pion's answers (and any data pion relays itself) for the
+// client; it never waits for the client.
 func (c *streamConn) Write(b []byte) (int, error) {
+	n := len(b)
 	if isErrorResponse(b) {
-		n := len(b)
-		_, err := c.Conn.Write(c.s.unauthorized(b, c.key))
-		return n, err
+		b = c.s.unauthorized(b, c.key)
 	}
-	return c.Conn.Write(b)
+	if err := c.out.queueAnswer(b); err != nil {
+		return 0, err
+	}
+	return n, nil
 }

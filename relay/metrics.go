@@ -19,20 +19,21 @@ var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFutur
 
 // metrics are the relay's Prometheus series. No username is ever a label.
 type metrics struct {
-	allocationsActive  prometheus.Gauge
-	allocationsCreated *prometheus.CounterVec // transport
-	permissionsActive  prometheus.Gauge
-	channelsActive     prometheus.Gauge
-	auth               *prometheus.CounterVec // result
-	peerDenied         *prometheus.CounterVec // reason
-	quotaRejected      *prometheus.CounterVec // kind
-	bytes              *prometheus.CounterVec // direction
-	packets            *prometheus.CounterVec // direction
-	bandwidthDropped   *prometheus.CounterVec // direction
-	expiredTornDown    prometheus.Counter
-	tlsHandshakeFailed prometheus.Counter
-	streamRejected     prometheus.Counter
-	dropped            *prometheus.CounterVec // reason
+	allocationsActive   prometheus.Gauge
+	allocationsCreated  *prometheus.CounterVec // transport
+	permissionsActive   prometheus.Gauge
+	channelsActive      prometheus.Gauge
+	auth                *prometheus.CounterVec // result
+	peerDenied          *prometheus.CounterVec // reason
+	quotaRejected       *prometheus.CounterVec // kind
+	bytes               *prometheus.CounterVec // direction
+	packets             *prometheus.CounterVec // direction
+	bandwidthDropped    *prometheus.CounterVec // direction
+	expiredTornDown     prometheus.Counter
+	tlsHandshakeFailed  prometheus.Counter
+	streamRejected      prometheus.Counter
+	streamWriteTimeouts prometheus.Counter
+	dropped             *prometheus.CounterVec // reason
 
 	// Hot-path children resolved once.
 	bytesToPeer, bytesFromPeer     prometheus.Counter
@@ -42,6 +43,7 @@ type metrics struct {
 	createdUDP, createdTCP         prometheus.Counter
 	unroutable, sendErrors         prometheus.Counter
 	inboxDrops                     prometheus.Counter
+	streamQueueFull                prometheus.Counter
 	authOK                         prometheus.Counter // pion's OnAuth, once per signed request
 }
 
@@ -85,9 +87,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
 		streamRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_stream_connections_rejected_total", Help: "TCP/TLS connections closed at accept because the listener was full."}),
+		streamWriteTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_stream_write_timeouts_total", Help: "TCP/TLS clients closed because they took nothing for relay's write timeout while data waited for them."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_relay_dropped_packets_total",
-			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind)."},
+			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind), stream_queue_full (a TCP or TLS client was too far behind)."},
 			[]string{"reason"}),
 	}
 	for _, r := range authResults {
@@ -109,10 +113,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.createdUDP, m.createdTCP = m.allocationsCreated.WithLabelValues("udp"), m.allocationsCreated.WithLabelValues("tcp")
 	m.authOK = m.auth.WithLabelValues(AuthOK)
 	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")
+	m.streamQueueFull = m.dropped.WithLabelValues("stream_queue_full")
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.dropped)
+			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.streamWriteTimeouts, m.dropped)
 	}
 	return m
 }

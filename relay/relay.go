@@ -93,6 +93,9 @@ type Server struct {
 	shardNext atomic.Uint32
 	udpGroups map[netip.AddrPort][]*udpListener
 	routes    routeTable
+	// The TCP and TLS clients' connections by 5-tuple, for the data path's
+	// peer -> client direction (streamout.go).
+	streams streamTable
 
 	// maxStreamConns bounds each TCP/TLS listener's open connections.
 	maxStreamConns int
@@ -377,8 +380,8 @@ func (s *Server) nextShard() *shard {
 	return s.shards[int(s.shardNext.Add(1))%len(s.shards)]
 }
 
-func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, username, _ string, relayAddr net.Addr, _ int) {
-	s.routeClient(src, dst, protocol, relayAddr)
+func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
+	s.routeClient(src, dst, relayAddr)
 	st := s.state.Load()
 	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: addrPort(relayAddr)}
 	if _, static := st.userKeys[username]; !static {
@@ -386,7 +389,7 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, username, _ st
 	}
 	s.allocs.add(srcKey(src), a)
 	s.metrics.allocationsActive.Inc()
-	s.metrics.created(transportOf(src, protocol)).Inc()
+	s.metrics.created(s.transportOf(src, dst)).Inc()
 }
 
 func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
@@ -395,11 +398,17 @@ func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
 	}
 }
 
-func transportOf(src net.Addr, _ string) string {
-	if _, ok := src.(*net.TCPAddr); ok {
-		return "tcp"
+// transportOf names a client's transport for the metrics: "udp", "tcp" or
+// "tls". pion labels every allocation "UDP", so it is read from the
+// client's address and connection instead (see clientStream).
+func (s *Server) transportOf(src, dst net.Addr) string {
+	if !clientStream(src) {
+		return "udp"
 	}
-	return "udp"
+	if sc := s.streams.get(addrPort(src), addrPort(dst)); sc != nil && sc.tls {
+		return "tls"
+	}
+	return "tcp"
 }
 
 // expiryLoop closes allocations whose credential expired, under

@@ -14,11 +14,14 @@ import (
 // the copies are small and rare next to the datagrams.
 type relayRoutes struct {
 	// out and client are set for a client on a UDP listener: the data path
-	// sends peers' datagrams to client from out. nil leaves them to pion.
+	// sends peers' datagrams to client from out.
 	out      *udpSocket
 	client   sockaddr
 	clientAP netip.AddrPort
 	localAP  netip.AddrPort
+	// stream is set for a TCP or TLS client: the data path queues peers'
+	// data on its connection. With neither out nor stream, pion relays.
+	stream *streamConn
 
 	channels map[uint16]channelRoute   // by channel number
 	byPeer   map[netip.AddrPort]uint16 // channel number by peer
@@ -83,19 +86,36 @@ func (s *Server) relayConnAt(relayAddr net.Addr) *relayConn {
 	return rc
 }
 
-// routeClient records a new UDP allocation's client, so the data path
-// relays for it in both directions.
-func (s *Server) routeClient(src, dst net.Addr, protocol string, relayAddr net.Addr) {
+// clientStream reports whether a client reached us over TCP or TLS. pion v4
+// labels every allocation's protocol "UDP", stream clients' included, so the
+// label cannot be trusted; the client's address can: pion hands us the
+// connection's RemoteAddr, a *net.TCPAddr, for a stream client.
+func clientStream(src net.Addr) bool {
+	_, ok := src.(*net.TCPAddr)
+	return ok
+}
+
+// routeClient records a new allocation's client, so the data path relays
+// peers' data to it: as datagrams from the UDP listener socket for a UDP
+// client, through the connection's send queue for a TCP or TLS one.
+func (s *Server) routeClient(src, dst net.Addr, relayAddr net.Addr) {
 	rc := s.relayConnAt(relayAddr)
 	if rc == nil {
 		return
 	}
-	if protocol != "UDP" {
-		rc.inboxFor(relayInboxStream)
+	client, local := addrPort(src), addrPort(dst)
+	if clientStream(src) {
+		sc := s.streams.get(client, local)
+		if sc == nil {
+			// Not one of our connections: leave it to pion.
+			rc.inboxFor(relayInboxStream)
+			return
+		}
+		rc.inboxFor(relayInboxUDP)
+		rc.update(func(r *relayRoutes) { r.stream = sc })
 		return
 	}
 	rc.inboxFor(relayInboxUDP)
-	client, local := addrPort(src), addrPort(dst)
 	out := s.listenerSocket(local, rc.sh.index)
 	if out == nil {
 		return
