@@ -97,8 +97,11 @@ type Server struct {
 	// peer -> client direction (streamout.go).
 	streams streamTable
 
-	// maxStreamConns bounds each TCP/TLS listener's open connections.
-	maxStreamConns int
+	// maxStreamConns bounds each TCP/TLS listener's open connections;
+	// streamQueueBytes and streamWriteTimeout each client's send queue.
+	maxStreamConns     int
+	streamQueueBytes   int
+	streamWriteTimeout time.Duration
 
 	turn     *turn.Server
 	addrs    Addrs
@@ -135,7 +138,9 @@ func New(opts Options) (_ *Server, err error) {
 		udpGroups: map[netip.AddrPort][]*udpListener{},
 		stop:      make(chan struct{}),
 
-		maxStreamConns: maxStreamConns,
+		maxStreamConns:     maxStreamConns,
+		streamQueueBytes:   streamQueueBytes,
+		streamWriteTimeout: streamWriteTimeout,
 	}
 	defer func() {
 		if err != nil {

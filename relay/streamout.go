@@ -8,7 +8,7 @@ import (
 )
 
 // How a stream (TCP or TLS) client's send queue is bounded. Variables so
-// that a test can lower them.
+// that a test can lower them; a Server copies them when it starts.
 var (
 	// streamQueueBytes caps what may wait for a stream client: peers' data
 	// beyond it is dropped and counted (a full socket buffer would drop a
@@ -32,8 +32,10 @@ const streamKeep = 64 << 10
 // client holds up no other, and what a shard queued in one wake-up leaves
 // in one write (one TLS record).
 type streamOut struct {
-	conn net.Conn // what the writer writes to (the TLS layer for turns:)
-	m    *metrics
+	conn    net.Conn // what the writer writes to (the TLS layer for turns:)
+	m       *metrics
+	limit   int           // streamQueueBytes
+	timeout time.Duration // streamWriteTimeout
 
 	mu      sync.Mutex
 	pending []byte
@@ -44,8 +46,9 @@ type streamOut struct {
 	fail func()
 }
 
-func newStreamOut(conn net.Conn, m *metrics, fail func()) *streamOut {
-	o := &streamOut{conn: conn, m: m, fail: fail, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newStreamOut(conn net.Conn, s *Server, fail func()) *streamOut {
+	o := &streamOut{conn: conn, m: s.metrics, limit: s.streamQueueBytes, timeout: s.streamWriteTimeout, fail: fail,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go o.run()
 	return o
 }
@@ -70,14 +73,14 @@ func (o *streamOut) queue(p []byte, limit int) bool {
 // queueData queues a framed ChannelData message or Data indication from a
 // peer, counting a drop when the client is too far behind.
 func (o *streamOut) queueData(p []byte) {
-	if !o.queue(p, streamQueueBytes) {
+	if !o.queue(p, o.limit) {
 		o.m.streamQueueFull.Inc()
 	}
 }
 
 // queueAnswer queues one of pion's messages to the client.
 func (o *streamOut) queueAnswer(p []byte) error {
-	if o.queue(p, 2*streamQueueBytes) {
+	if o.queue(p, 2*o.limit) {
 		return nil
 	}
 	o.mu.Lock()
@@ -106,7 +109,7 @@ func (o *streamOut) run() {
 		if len(buf) == 0 {
 			continue
 		}
-		_ = o.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		_ = o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
 		if _, err := o.conn.Write(buf); err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				o.m.streamWriteTimeouts.Inc()
