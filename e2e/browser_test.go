@@ -126,6 +126,15 @@ type pageCase struct {
 	Expect    string    `json:"expect"` // "connected" or "failed"
 	Seconds   int       `json:"seconds"`
 	TimeoutMs int       `json:"timeoutMs"`
+	// Bursts of data-channel messages to echo once connected (the interop
+	// matrix); none when empty.
+	Bursts []pageBurst `json:"bursts,omitempty"`
+}
+
+type pageBurst struct {
+	Name string `json:"name"`
+	N    int    `json:"n"`
+	Gap  int    `json:"gap"` // ms between messages
 }
 
 type pageFetch struct {
@@ -153,6 +162,10 @@ type pageSummary struct {
 		ErrorText string
 	}
 	Before, After *struct{ Video, Audio *pageInbound }
+	Bursts        []struct {
+		Mode, Burst  string
+		Sent, Echoed int
+	}
 }
 
 type pagePair struct {

@@ -49,16 +49,18 @@ const Secret = "e2e-secret-0123456789abcdef"
 
 // Instance is a running `traverse serve`.
 type Instance struct {
-	t       *testing.T
-	Dir     string // data_dir, config, certificates
-	Config  string // config file path
-	cmd     *exec.Cmd
-	logs    *syncBuffer
-	UDP     string // bound listener addresses
-	TCP     string
-	TLS     string
-	Issuer  string // http(s)://host:port
-	Metrics string // http://host:port
+	t      *testing.T
+	Dir    string // data_dir, config, certificates
+	Config string // config file path
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	UDP    string // bound listener addresses (the first of each kind)
+	TCP    string
+	TLS    string
+	// Every bound listener address of each kind, IPv6 ones included.
+	UDPs, TCPs, TLSs []string
+	Issuer           string // http(s)://host:port
+	Metrics          string // http://host:port
 	// Account is the primary account created before start.
 	AccountSid, AuthToken string
 	exited                chan struct{}
@@ -76,6 +78,48 @@ type Options struct {
 	// CORSOrigins is issuer.cors_origins: origins whose pages may call
 	// POST /v1/ice-servers.
 	CORSOrigins []string
+	// IPv6 adds listeners on [::1] beside 127.0.0.1 (UDP and TCP sharing a
+	// port there too).
+	IPv6 bool
+}
+
+// sharedPort returns a loopback port free for both UDP and TCP, so that an
+// instance is laid out as traverse ships: UDP and TCP on one port (3478),
+// TLS and plain TCP on another. A test harness that gave each its own port
+// hid that peers' data for TCP clients went out as UDP (issue 16).
+func sharedPort(t *testing.T, host string) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+		_ = u.Close()
+		if err == nil {
+			_ = l.Close()
+			return port
+		}
+	}
+	t.Fatalf("no port on %s free for both UDP and TCP", host)
+	return 0
+}
+
+// listenYAML is the listen section: UDP and TCP sharing a port on each
+// address, TLS (and plain TCP) on another.
+func listenYAML(t *testing.T, ipv6 bool) string {
+	hosts := []string{"127.0.0.1"}
+	if ipv6 {
+		hosts = append(hosts, "::1")
+	}
+	var shared, tls []string
+	for _, h := range hosts {
+		shared = append(shared, fmt.Sprintf("%q", net.JoinHostPort(h, fmt.Sprint(sharedPort(t, h)))))
+		tls = append(tls, fmt.Sprintf("%q", net.JoinHostPort(h, "0")))
+	}
+	return fmt.Sprintf("listen:\n  udp: [%[1]s]\n  tcp: [%[1]s]\n  tls: [%[2]s]\n",
+		strings.Join(shared, ", "), strings.Join(tls, ", "))
 }
 
 // Start writes a loopback config, creates an account with the CLI, starts
@@ -89,11 +133,7 @@ func Start(t *testing.T, o Options) *Instance {
 	}
 	in := &Instance{t: t, Dir: dir, Config: filepath.Join(dir, "traverse.yaml"), logs: &syncBuffer{}, exited: make(chan struct{})}
 	cfg := fmt.Sprintf(`data_dir: %s
-listen:
-  udp: ["127.0.0.1:0"]
-  tcp: ["127.0.0.1:0"]
-  tls: ["127.0.0.1:0"]
-relay:
+%srelay:
   public_ip: 127.0.0.1
   bind_ip: 127.0.0.1
   peers:
@@ -108,7 +148,7 @@ metrics:
 log:
   format: json
   level: debug
-`, dir, !o.DenyLoopback, drain, strings.Join(o.CORSOrigins, ", "))
+`, dir, listenYAML(t, o.IPv6), !o.DenyLoopback, drain, strings.Join(o.CORSOrigins, ", "))
 	if o.TLS {
 		cert, key := WriteCert(t, dir)
 		cfg += fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", cert, key)
@@ -162,7 +202,17 @@ log:
 			}
 			return ""
 		}
+		all := func(k string) []string {
+			var out []string
+			if v, ok := line[k].([]any); ok {
+				for _, a := range v {
+					out = append(out, fmt.Sprint(a))
+				}
+			}
+			return out
+		}
 		in.UDP, in.TCP, in.TLS = first("udp"), first("tcp"), first("tls")
+		in.UDPs, in.TCPs, in.TLSs = all("udp"), all("tcp"), all("tls")
 		scheme := "http"
 		if o.TLS {
 			scheme = "https"

@@ -3,23 +3,39 @@ package e2e
 import (
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/turn/v4"
+
+	"github.com/traverse/traverse/internal/testnet"
 )
 
-// turnClient allocates through a TURN URI's transport with pion's client.
+// turnClient allocates through a TURN URI's transport ("udp", "tcp" or
+// "tls") with pion's client, on IPv4 or IPv6.
 func turnClient(t *testing.T, transport, server, username, password string) (*turn.Client, net.PacketConn, error) {
 	t.Helper()
+	ap, err := netip.ParseAddrPort(server)
+	if err != nil {
+		t.Fatalf("server %q: %v", server, err)
+	}
+	// pion's client resolves the server as udp4 even when it only writes to
+	// a stream, which ignores the address: give it an IPv4 one then.
+	addr := server
 	var conn net.PacketConn
 	switch transport {
 	case "udp":
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		nw := "udp4"
+		if ap.Addr().Is6() {
+			nw = "udp6"
+		}
+		pc, err := net.ListenPacket(nw, "")
 		if err != nil {
 			t.Fatal(err)
 		}
+		testnet.LargeBuffers(pc.(*net.UDPConn))
 		conn = pc
 	case "tcp":
 		c, err := net.DialTimeout("tcp", server, 5*time.Second)
@@ -33,10 +49,15 @@ func turnClient(t *testing.T, transport, server, username, password string) (*tu
 			t.Fatal(err)
 		}
 		conn = turn.NewSTUNConn(c)
+	default:
+		t.Fatalf("unknown transport %q", transport)
+	}
+	if transport != "udp" && ap.Addr().Is6() {
+		addr = "127.0.0.1:9"
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		STUNServerAddr: addr, TURNServerAddr: addr, Conn: conn,
 		Username: username, Password: password, RTO: 200 * time.Millisecond,
 	})
 	if err != nil {

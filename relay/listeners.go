@@ -311,7 +311,7 @@ func (sl *streamListener) prepare(c net.Conn) {
 	sc := &streamConn{Conn: conn, raw: c, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(),
 		release: func() { sl.open.Add(-1) }, tuple: clientKey{addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())}}
 	_, sc.tls = conn.(*tls.Conn)
-	sc.out = newStreamOut(conn, sl.s, func() { _ = c.Close() })
+	sc.out = newStreamOut(conn, sc.tls, sl.s, func() { _ = c.Close() })
 	sl.s.streams.add(sc)
 	sc.tap.onFrame = func(b []byte) {
 		if sl.s.multiSecret.Load() {

@@ -30,15 +30,22 @@ const streamKeep = 64 << 10
 // one goroutine per connection writes it out. So neither pion's read loop
 // nor a data-path shard ever waits on a client's TCP window, one stalled
 // client holds up no other, and what a shard queued in one wake-up leaves
-// in one write (one TLS record).
+// in one write on TCP.
 type streamOut struct {
 	conn    net.Conn // what the writer writes to (the TLS layer for turns:)
 	m       *metrics
 	limit   int           // streamQueueBytes
 	timeout time.Duration // streamWriteTimeout
 
+	// records: write each message in a TLS record of its own. coturn's
+	// turnutils_uclient reads one message per record and drops the rest of
+	// a record that holds several (measured: 256 of 300 lost); a TCP stream
+	// has no records, so its messages are written together.
+	records bool
+
 	mu      sync.Mutex
 	pending []byte
+	ends    []int // for records: where each message in pending ends
 	closed  bool
 	wake    chan struct{} // one slot: the writer has something to do
 	done    chan struct{} // closed when the writer has returned
@@ -46,8 +53,8 @@ type streamOut struct {
 	fail func()
 }
 
-func newStreamOut(conn net.Conn, s *Server, fail func()) *streamOut {
-	o := &streamOut{conn: conn, m: s.metrics, limit: s.streamQueueBytes, timeout: s.streamWriteTimeout, fail: fail,
+func newStreamOut(conn net.Conn, records bool, s *Server, fail func()) *streamOut {
+	o := &streamOut{conn: conn, records: records, m: s.metrics, limit: s.streamQueueBytes, timeout: s.streamWriteTimeout, fail: fail,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go o.run()
 	return o
@@ -62,6 +69,9 @@ func (o *streamOut) queue(p []byte, limit int) bool {
 		return false
 	}
 	o.pending = append(o.pending, p...)
+	if o.records {
+		o.ends = append(o.ends, len(o.pending))
+	}
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -98,6 +108,7 @@ func (o *streamOut) queueAnswer(p []byte) error {
 func (o *streamOut) run() {
 	defer close(o.done)
 	var buf []byte
+	var ends []int
 	for range o.wake {
 		o.mu.Lock()
 		if o.closed {
@@ -105,12 +116,13 @@ func (o *streamOut) run() {
 			return
 		}
 		buf, o.pending = o.pending, buf[:0]
+		ends, o.ends = o.ends, ends[:0]
 		o.mu.Unlock()
 		if len(buf) == 0 {
 			continue
 		}
 		_ = o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
-		if _, err := o.conn.Write(buf); err != nil {
+		if err := o.write(buf, ends); err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				o.m.streamWriteTimeouts.Inc()
 			}
@@ -118,9 +130,25 @@ func (o *streamOut) run() {
 			return
 		}
 		if cap(buf) > streamKeep {
-			buf = nil
+			buf, ends = nil, nil
 		}
 	}
+}
+
+// write sends buf: at once on TCP, one message per record on TLS.
+func (o *streamOut) write(buf []byte, ends []int) error {
+	if !o.records {
+		_, err := o.conn.Write(buf)
+		return err
+	}
+	start := 0
+	for _, end := range ends {
+		if _, err := o.conn.Write(buf[start:end]); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
 }
 
 // close stops the writer; what is still pending is dropped with the

@@ -116,6 +116,31 @@ function render(summary) {
   document.querySelector('#results tbody').innerHTML = rows.join('');
 }
 
+// runBursts sends each burst ({name, n, gap} ms apart) of 100-byte
+// messages from pc1, then from pc2, and counts the other side's echoes; a
+// burst ends when all are back or none has come for 5 s.
+async function runBursts(channels, echoed, bursts) {
+  const out = [];
+  const payload = 'x'.repeat(99);
+  for (const from of [0, 1]) {
+    for (const b of bursts) {
+      echoed[from] = 0;
+      for (let i = 0; i < b.n; i++) {
+        channels[from].send('p' + payload);
+        if (b.gap) await sleep(b.gap);
+      }
+      let last = -1, since = Date.now();
+      while (echoed[from] < b.n && Date.now() - since < 5000) {
+        if (echoed[from] !== last) { last = echoed[from]; since = Date.now(); }
+        await sleep(20);
+      }
+      out.push({ mode: from === 0 ? 'pc1-first' : 'pc2-first', burst: b.name, sent: b.n, echoed: echoed[from] });
+      log(`burst ${b.name} from pc${from + 1}: ${echoed[from]}/${b.n} echoed`);
+    }
+  }
+  return out;
+}
+
 async function runCase(opts) {
   const summary = {
     name: opts.name, expect: opts.expect, ok: false, error: null, iceServers: [],
@@ -165,6 +190,17 @@ async function runCase(opts) {
     stream.getTracks().forEach((t) => pc1.addTrack(t, stream));
     pc2.ontrack = (e) => { document.getElementById('remote').srcObject = e.streams[0]; };
 
+    // The burst channels: negotiated up front, unordered and never
+    // retransmitted, so a datagram the relay loses stays lost.
+    const bursty = pcs.map((pc) => pc.createDataChannel('burst', { negotiated: true, id: 7, ordered: false, maxRetransmits: 0 }));
+    const echoed = [0, 0];
+    bursty.forEach((ch, i) => {
+      ch.onmessage = (m) => {
+        if (m.data[0] === 'p') ch.send('e' + m.data.slice(1));
+        else if (m.data[0] === 'e') echoed[i]++;
+      };
+    });
+
     const dc = pc1.createDataChannel('e2e');
     pc2.ondatachannel = (e) => { e.channel.onmessage = (m) => e.channel.send('echo:' + m.data); };
     const echo = new Promise((resolve) => {
@@ -192,6 +228,7 @@ async function runCase(opts) {
       if (!states.every((s) => s === 'connected' || s === 'completed')) throw new Error(`ICE states ${states.join('/')}`);
       summary.echo = await withTimeout(echo, opts.timeoutMs, 'data channel echo');
       log('data channel:', summary.echo);
+      if (opts.bursts) summary.bursts = await runBursts(bursty, echoed, opts.bursts);
       // Sample once media has started to arrive, then again seconds later.
       const started = Date.now();
       for (;;) {
