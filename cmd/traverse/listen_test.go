@@ -193,3 +193,25 @@ func TestDevKeepsNamedListeners(t *testing.T) {
 		t.Fatal("explicit relay.peers.allow_loopback dropped")
 	}
 }
+
+// TestWritePrivate: the token file is 0600 even when an older, wider file
+// stood at its path, and holds exactly what was written.
+func TestWritePrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), PrimaryAccountFile)
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePrivate(path, []byte("secret\n")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v", st.Mode().Perm(), err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "secret\n" {
+		t.Fatalf("content %q", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".primary-account-*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
