@@ -100,8 +100,9 @@ func findCurl(t *testing.T, msg string) curlLine {
 
 // runCurlLine runs the printed line's URL as printed: an HTTPS POST that
 // trusts only the --cacert file, with the line's account and token, and then
-// the line itself with the real curl when it is installed.
-func runCurlLine(t *testing.T, c curlLine, dataDir string) {
+// the line itself with the real curl when it is installed. It returns the
+// token the POST got.
+func runCurlLine(t *testing.T, c curlLine, dataDir string) Token {
 	t.Helper()
 	abs, _ := filepath.Abs(filepath.Join(dataDir, "dev-cert.pem"))
 	if c.caFile != abs {
@@ -132,12 +133,13 @@ func runCurlLine(t *testing.T, c curlLine, dataDir string) {
 
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Logf("curl not installed: checked the printed URL with Go's client only")
-		return
+		return tok
 	}
 	out, err := exec.Command("sh", "-c", c.raw+" -sS -o /dev/null -w '%{http_code}'").CombinedOutput()
 	if err != nil || string(out) != "201" {
 		t.Fatalf("the printed curl line: %v: %s", err, out)
 	}
+	return tok
 }
 
 // TestFirstStartNotATerminal: with stdout not a terminal (the journal,

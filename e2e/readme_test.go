@@ -71,7 +71,25 @@ func TestREADMERunCommand(t *testing.T) {
 		if err != nil || !strings.Contains(string(msg), "Account SID: AC") || !strings.Contains(string(msg), "Auth token:") {
 			t.Fatalf("%s: %v\n%s", file, err, msg)
 		}
-		runCurlLine(t, findCurl(t, string(msg)), dataDir)
+		// The token's TURN URI names where --dev listens, and allocates there.
+		tok := runCurlLine(t, findCurl(t, string(msg)), dataDir)
+		var uri string
+		for _, s := range tok.ICEServers {
+			if strings.HasPrefix(s.URLs, "turn:") && strings.HasSuffix(s.URLs, "?transport=udp") {
+				uri = s.URLs
+			}
+		}
+		server := strings.TrimSuffix(strings.TrimPrefix(uri, "turn:"), "?transport=udp")
+		if server != "127.0.0.1:3478" {
+			t.Fatalf("turn URI %q, want turn:127.0.0.1:3478?transport=udp (in %+v)", uri, tok.ICEServers)
+		}
+		c, rc, err := turnClient(t, "udp", server, tok.Username, tok.Password)
+		if err != nil {
+			t.Fatalf("allocate on %s with the token's credential: %v", uri, err)
+		}
+		// Released now, so SIGTERM need not wait relay.drain_timeout for it.
+		_ = rc.Close()
+		c.Close()
 	case <-exited:
 		t.Fatalf("traverse serve --dev exited:\n%s", logs.String())
 	case <-time.After(20 * time.Second):

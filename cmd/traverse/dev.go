@@ -64,8 +64,15 @@ func applyDev(cfg *config.Config, named namedListeners, ipv6Loopback bool, w io.
 		}
 		cfg.Listen.TLS = kept
 	}
+	exposed := cfg.ExposedListeners()
+	if len(exposed) == 0 && cfg.Issuer.PublicHost == "" && len(cfg.Issuer.ICEServers) == 0 {
+		// The URIs handed out must name where the listeners are, not the
+		// host's network address (the default), which no longer answers.
+		cfg.Issuer.PublicHost = "127.0.0.1"
+		fmt.Fprintln(w, "dev: ICE server URIs name 127.0.0.1 (issuer.public_host), where the listeners are")
+	}
 	if !cfg.Relay.Peers.AllowLoopback {
-		if exposed := cfg.ExposedListeners(); len(exposed) > 0 {
+		if len(exposed) > 0 {
 			fmt.Fprintf(w, "dev: loopback peers stay denied: %s is not on loopback (set relay.peers.allow_loopback: true to allow them anyway)\n", exposed[0])
 		} else {
 			cfg.Relay.Peers.AllowLoopback = true

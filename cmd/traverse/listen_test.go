@@ -140,6 +140,9 @@ func TestDevListensOnLoopback(t *testing.T) {
 	if len(cfg.ExposedListeners()) != 0 || !cfg.Relay.Peers.AllowLoopback {
 		t.Fatalf("exposed %v, allow_loopback %v", cfg.ExposedListeners(), cfg.Relay.Peers.AllowLoopback)
 	}
+	if cfg.Issuer.PublicHost != "127.0.0.1" {
+		t.Fatalf("issuer.public_host %q: the URIs would name an address no listener answers", cfg.Issuer.PublicHost)
+	}
 	if !strings.Contains(out.String(), "dev: listen.udp on loopback only: 127.0.0.1:3478 [::1]:3478") ||
 		!strings.Contains(out.String(), "dev: loopback peers allowed") {
 		t.Fatalf("dev output:\n%s", out.String())
@@ -177,6 +180,9 @@ func TestDevKeepsNamedListeners(t *testing.T) {
 	}
 	if cfg.Relay.Peers.AllowLoopback {
 		t.Fatal("loopback peers opened while listen.udp 0.0.0.0:3478 is reachable from other hosts")
+	}
+	if cfg.Issuer.PublicHost != "" {
+		t.Fatalf("issuer.public_host set to %q with a listener beyond loopback", cfg.Issuer.PublicHost)
 	}
 	if !strings.Contains(out.String(), "dev: loopback peers stay denied: listen.udp 0.0.0.0:3478 is not on loopback") {
 		t.Fatalf("dev output:\n%s", out.String())
