@@ -113,7 +113,9 @@ func ipv6Decision(hostAddrs []netip.Addr) (on bool, why string) {
 // Relay addresses stay IPv4 either way. It returns the start-up note that
 // says what was decided and why; "" when nothing was left to decide.
 func applyIPv6Default(cfg *config.Config, named namedListeners, hostAddrs []netip.Addr) string {
-	if !cfg.Relay.Enabled || (named.UDP && named.TCP && named.TLS) {
+	// TLS listeners are bound only with a certificate: without one, an
+	// unnamed TLS list decides nothing worth a note.
+	if !cfg.Relay.Enabled || (named.UDP && named.TCP && (named.TLS || !cfg.TLS.Enabled())) {
 		return ""
 	}
 	on, why := ipv6Decision(hostAddrs)
@@ -124,6 +126,9 @@ func applyIPv6Default(cfg *config.Config, named namedListeners, hostAddrs []neti
 	named.each(&cfg.Listen, func(kind string, addrs *[]string) {
 		before := len(*addrs)
 		*addrs = withIPv6(*addrs)
+		if kind == "tls" && !cfg.TLS.Enabled() {
+			return // added, but not bound: not worth saying
+		}
 		for _, a := range (*addrs)[before:] {
 			added = append(added, "listen."+kind+" "+a)
 		}

@@ -46,6 +46,7 @@ func TestIPv6Decision(t *testing.T) {
 // are off. Lists the config file names, and relay addresses, are untouched.
 func TestApplyIPv6Default(t *testing.T) {
 	cfg := config.Default()
+	cfg.TLS = config.TLS{Cert: "c.pem", Key: "k.pem"}
 	note := applyIPv6Default(&cfg, namedListeners{}, addrs("192.0.2.10", "2a01:4f8::1"))
 	if want := []string{"0.0.0.0:3478", "[::]:3478"}; !slices.Equal(cfg.Listen.UDP, want) || !slices.Equal(cfg.Listen.TCP, want) {
 		t.Fatalf("udp %v tcp %v, want %v", cfg.Listen.UDP, cfg.Listen.TCP, want)
@@ -83,10 +84,18 @@ func TestApplyIPv6Default(t *testing.T) {
 		t.Fatalf("note %q\nwant %q", note, want)
 	}
 
-	// Nothing to decide: every list named, or no relay.
+	// Without a certificate TLS listeners are not bound, so not reported.
 	cfg = config.Default()
-	if note := applyIPv6Default(&cfg, namedListeners{true, true, true}, nil); note != "" {
-		t.Fatalf("every list named: note %q", note)
+	note = applyIPv6Default(&cfg, namedListeners{}, addrs("2a01:4f8::1"))
+	if strings.Contains(note, "listen.tls") || !strings.Contains(note, "listen.udp [::]:3478, listen.tcp [::]:3478 (") {
+		t.Fatalf("note without a certificate: %q", note)
+	}
+
+	// Nothing to decide: every list named (the TLS one needless without a
+	// certificate), or no relay.
+	cfg = config.Default()
+	if note := applyIPv6Default(&cfg, namedListeners{UDP: true, TCP: true}, nil); note != "" {
+		t.Fatalf("every bound list named: note %q", note)
 	}
 	cfg.Relay.Enabled = false
 	if note := applyIPv6Default(&cfg, namedListeners{}, nil); note != "" {
