@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,7 +17,9 @@ import (
 
 // TestREADMERunCommand runs the README's quick start — `traverse serve --dev`
 // in an empty directory, on the default ports — and checks that the relay
-// answers STUN on 3478 and the account banner is printed once.
+// answers STUN on 3478, listens on loopback only, and that the primary
+// account goes to data_dir/primary-account.txt (stdout is a pipe here, not a
+// terminal) with a curl line that works as written.
 func TestREADMERunCommand(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(binary, "serve", "--dev")
@@ -39,7 +42,7 @@ func TestREADMERunCommand(t *testing.T) {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			out.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "curl -X POST") {
+			if strings.HasPrefix(strings.TrimSpace(sc.Text()), "rm ") {
 				banner <- out.String()
 			}
 		}
@@ -57,11 +60,36 @@ func TestREADMERunCommand(t *testing.T) {
 			t.Logf("logs:\n%s", logs.String())
 		}
 	}()
+	dataDir := filepath.Join(dir, "traverse-data")
 	select {
 	case b := <-banner:
-		if !strings.Contains(b, "Account SID: AC") || !strings.Contains(b, "Auth token:") {
+		file := filepath.Join(dataDir, "primary-account.txt")
+		if !strings.Contains(b, file) || strings.Contains(b, "Auth token") {
 			t.Fatalf("first-start banner:\n%s", b)
 		}
+		msg, err := os.ReadFile(file)
+		if err != nil || !strings.Contains(string(msg), "Account SID: AC") || !strings.Contains(string(msg), "Auth token:") {
+			t.Fatalf("%s: %v\n%s", file, err, msg)
+		}
+		// The token's TURN URI names where --dev listens, and allocates there.
+		tok := runCurlLine(t, findCurl(t, string(msg)), dataDir)
+		var uri string
+		for _, s := range tok.ICEServers {
+			if strings.HasPrefix(s.URLs, "turn:") && strings.HasSuffix(s.URLs, "?transport=udp") {
+				uri = s.URLs
+			}
+		}
+		server := strings.TrimSuffix(strings.TrimPrefix(uri, "turn:"), "?transport=udp")
+		if server != "127.0.0.1:3478" {
+			t.Fatalf("turn URI %q, want turn:127.0.0.1:3478?transport=udp (in %+v)", uri, tok.ICEServers)
+		}
+		c, rc, err := turnClient(t, "udp", server, tok.Username, tok.Password)
+		if err != nil {
+			t.Fatalf("allocate on %s with the token's credential: %v", uri, err)
+		}
+		// Released now, so SIGTERM need not wait relay.drain_timeout for it.
+		_ = rc.Close()
+		c.Close()
 	case <-exited:
 		t.Fatalf("traverse serve --dev exited:\n%s", logs.String())
 	case <-time.After(20 * time.Second):
@@ -95,6 +123,15 @@ func TestREADMERunCommand(t *testing.T) {
 			t.Fatalf("no start-up line:\n%s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// --dev listens on loopback only, so loopback peers are safe to open.
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "traverse started") && (strings.Contains(line, "0.0.0.0") || strings.Contains(line, "[::]")) {
+			t.Fatalf("--dev listens beyond loopback: %s", line)
+		}
+	}
+	if !strings.Contains(logs.String(), "dev: loopback peers allowed") {
+		t.Fatalf("--dev did not open loopback peers:\n%s", logs.String())
 	}
 }
 

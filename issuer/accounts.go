@@ -69,14 +69,20 @@ func (s *Service) EnsurePrimaryAccount(ctx context.Context) (a store.Account, cr
 
 // FirstStartMessage is what to print once when EnsurePrimaryAccount created
 // the account: its SID and auth token and a curl line that mints a token from
-// the issuer at baseURL (such as "http://127.0.0.1:8080").
-func FirstStartMessage(a store.Account, baseURL string) string {
+// the issuer at baseURL (such as "http://127.0.0.1:8080"). caFile, when set,
+// is the CA certificate curl needs to trust the issuer (--dev's self-signed
+// one), so that the line works as printed.
+func FirstStartMessage(a store.Account, baseURL, caFile string) string {
+	cacert := ""
+	if caFile != "" {
+		cacert = "--cacert " + caFile + " "
+	}
 	return fmt.Sprintf(`Created the primary account (shown once; "traverse accounts show %s --show-token" shows it again):
   Account SID: %s
   Auth token:  %s
 Mint a TURN credential:
-  curl -X POST -u %s:%s %s/2010-04-01/Accounts/%s/Tokens.json
-`, a.Sid, a.Sid, a.AuthToken, a.Sid, a.AuthToken, baseURL, a.Sid)
+  curl %s-X POST -u %s:%s %s/2010-04-01/Accounts/%s/Tokens.json
+`, a.Sid, a.Sid, a.AuthToken, cacert, a.Sid, a.AuthToken, baseURL, a.Sid)
 }
 
 // CreateAccount creates an active account; with parentSid set it is a

@@ -318,9 +318,13 @@ func TestEnsurePrimaryAccount(t *testing.T) {
 	if !issuer.ValidSid("AC", a.Sid) || len(a.AuthToken) != 32 || a.Status != "active" {
 		t.Fatalf("primary account %+v", a)
 	}
-	msg := issuer.FirstStartMessage(a, "http://127.0.0.1:8080")
+	msg := issuer.FirstStartMessage(a, "http://127.0.0.1:8080", "")
 	if !strings.Contains(msg, "curl -X POST -u "+a.Sid+":"+a.AuthToken+" http://127.0.0.1:8080/2010-04-01/Accounts/"+a.Sid+"/Tokens.json") {
 		t.Fatalf("first-start message lacks the curl line:\n%s", msg)
+	}
+	msg = issuer.FirstStartMessage(a, "https://127.0.0.1:8080", "/data/dev-cert.pem")
+	if !strings.Contains(msg, "curl --cacert /data/dev-cert.pem -X POST -u "+a.Sid+":"+a.AuthToken+" https://127.0.0.1:8080/") {
+		t.Fatalf("first-start message lacks --cacert:\n%s", msg)
 	}
 }
 

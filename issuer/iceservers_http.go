@@ -49,7 +49,7 @@ func (p corsPolicy) allows(origin string) bool {
 // errors included, so that a page can read why it was refused.
 func (s *Service) serveICEServers(w http.ResponseWriter, r *http.Request) error {
 	origin := r.Header.Get("Origin")
-	allowed := s.cors.allows(origin)
+	allowed := s.cors.Load().allows(origin)
 	h := w.Header()
 	// The answer depends on Origin whatever it is, so caches must key on it.
 	h.Add("Vary", "Origin")

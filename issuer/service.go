@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,7 +98,8 @@ type Service struct {
 	now     func() time.Time
 	metrics *metrics
 	fails   *failLimiter
-	cors    corsPolicy
+	// cors is swapped whole on reload (SetCORSOrigins).
+	cors atomic.Pointer[corsPolicy]
 }
 
 // New builds a Service and registers its metrics.
@@ -138,8 +140,16 @@ func New(opts Options) (*Service, error) {
 	}
 	s.metrics = m
 	s.fails = newFailLimiter(failRate, failBurst, failTableSize)
-	s.cors = newCORSPolicy(opts.CORSOrigins)
+	s.SetCORSOrigins(opts.CORSOrigins)
 	return s, nil
+}
+
+// SetCORSOrigins replaces the origins that may call POST /v1/ice-servers from
+// a browser (issuer.cors_origins), for a reload; requests already running
+// finish with the old list.
+func (s *Service) SetCORSOrigins(origins []string) {
+	p := newCORSPolicy(origins)
+	s.cors.Store(&p)
 }
 
 // Principal is who authenticated: an account with its auth token, or an API

@@ -41,10 +41,14 @@ func (c *certStore) tlsConfig() *tls.Config {
 	}
 }
 
+// DevCertFile is the name, under data_dir, of --dev's self-signed
+// certificate: the file a client must trust to reach the issuer.
+const DevCertFile = "dev-cert.pem"
+
 // DevCertificate makes (once) a self-signed certificate for localhost and
 // the given IPs under dir, for `traverse serve --dev`, and returns the paths.
 func DevCertificate(dir string, ips ...net.IP) (certFile, keyFile string, err error) {
-	certFile, keyFile = filepath.Join(dir, "dev-cert.pem"), filepath.Join(dir, "dev-key.pem")
+	certFile, keyFile = filepath.Join(dir, DevCertFile), filepath.Join(dir, "dev-key.pem")
 	if _, err := os.Stat(certFile); err == nil {
 		if _, err := os.Stat(keyFile); err == nil {
 			return certFile, keyFile, nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
@@ -105,9 +104,6 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 	}
 	if old.Store != cfg.Store || old.DataDir != cfg.DataDir {
 		out = append(out, "store")
-	}
-	if !slices.Equal(old.Issuer.CORSOrigins, cfg.Issuer.CORSOrigins) {
-		out = append(out, "issuer.cors_origins")
 	}
 	return out
 }

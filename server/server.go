@@ -205,7 +205,7 @@ func (s *Server) closeAll() {
 }
 
 // Reload applies cfg's reloadable settings — secrets, static users,
-// certificates, peer policy, quotas, log level — and keeps the running config
+// certificates, peer policy, quotas, issuer.cors_origins, log level — and keeps the running config
 // when cfg is invalid. It logs and returns the changed settings that need a
 // restart.
 func (s *Server) Reload(cfg config.Config) ([]string, error) {
@@ -232,6 +232,9 @@ func (s *Server) Reload(cfg config.Config) ([]string, error) {
 	}
 	restart = append(restart, issuerRestartNeeded(old, cfg)...)
 	s.secrets.Store(auth.NewSecrets(cfg.Auth.Secrets))
+	if s.issuer != nil {
+		s.issuer.svc.SetCORSOrigins(cfg.Issuer.CORSOrigins)
+	}
 	if s.level != nil {
 		if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil {
 			s.level.SetLevel(lvl.Level())
@@ -240,6 +243,9 @@ func (s *Server) Reload(cfg config.Config) ([]string, error) {
 	s.cfg = cfg
 	s.uris = nil
 	s.log.Info("config reloaded", zap.Strings("restart_needed", restart))
+	if !old.Relay.Peers.AllowLoopback {
+		s.warnLoopbackPeers(cfg)
+	}
 	return restart, nil
 }
 
@@ -297,8 +303,25 @@ func (s *Server) logStarted() {
 	if s.relay != nil && s.certs == nil && len(cfg.Listen.TLS) > 0 {
 		s.log.Info("tls listeners off: set tls.cert and tls.key to serve turns: on " + fmt.Sprint(cfg.Listen.TLS))
 	}
+	s.warnLoopbackPeers(cfg)
 	if s.relay != nil && cfg.Relay.PublicIP == "" {
 		s.log.Info("relay.public_ip not set: advertising " + s.relay.PublicIP().String() + "; set it when behind NAT")
+	}
+}
+
+// warnLoopbackPeers warns when relay.peers.allow_loopback is on while other
+// hosts can reach a TURN listener: any of their clients holding a credential
+// could then relay into this host's loopback services. Only an explicit
+// relay.peers.allow_loopback gets here (--dev turns it on only when every
+// listener is on loopback).
+func (s *Server) warnLoopbackPeers(cfg config.Config) {
+	if s.relay == nil || !cfg.Relay.Peers.AllowLoopback {
+		return
+	}
+	if exposed := cfg.ExposedListeners(); len(exposed) > 0 {
+		s.log.Warn("relay.peers.allow_loopback is on while a listener is not on loopback: "+
+			"clients from other hosts may relay into this host's loopback services",
+			zap.Strings("listeners", exposed))
 	}
 }
 

@@ -70,20 +70,39 @@ func configPath(cmd *cobra.Command) string {
 }
 
 // loadConfig loads and validates the configuration; problems exit with 2.
+// dev applies --dev (see applyDev).
 func loadConfig(cmd *cobra.Command, dev bool) (config.Config, error) {
-	cfg, err := config.Load(configPath(cmd))
+	cfg, _, err := loadServeConfig(cmd, dev, false)
+	return cfg, err
+}
+
+// loadServeConfig is loadConfig for serve and its reloads: without --dev it
+// also adds the default IPv6 listeners when the host has IPv6 (see
+// applyIPv6Default), and returns the note that says what it decided.
+func loadServeConfig(cmd *cobra.Command, dev, serving bool) (config.Config, string, error) {
+	path := configPath(cmd)
+	cfg, err := config.Load(path)
 	if err != nil {
-		return cfg, &exitError{2, err}
+		return cfg, "", &exitError{2, err}
 	}
-	if dev {
-		if err := applyDev(&cfg, cmd.ErrOrStderr()); err != nil {
-			return cfg, err
+	var note string
+	if dev || serving {
+		named, err := readNamedListeners(path)
+		if err != nil {
+			return cfg, "", &exitError{2, err}
+		}
+		if dev {
+			if err := applyDev(&cfg, named, hasIPv6Loopback(), cmd.ErrOrStderr()); err != nil {
+				return cfg, "", err
+			}
+		} else {
+			note = applyIPv6Default(&cfg, named, hostAddrs())
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, &exitError{2, err}
+		return cfg, "", &exitError{2, err}
 	}
-	return cfg, nil
+	return cfg, note, nil
 }
 
 func newServeCmd() *cobra.Command {
@@ -92,23 +111,28 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the relay and the issuer",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, dev)
+			cfg, note, err := loadServeConfig(cmd, dev, true)
 			if err != nil {
 				return err
 			}
-			return serve(cmd, cfg, dev)
+			return serve(cmd, cfg, note, dev)
 		},
 	}
-	cmd.Flags().BoolVar(&dev, "dev", false, "local trial: create a secret and a self-signed certificate in data_dir, allow loopback peers")
+	cmd.Flags().BoolVar(&dev, "dev", false, "local trial: create a secret and a self-signed certificate in data_dir, listen on loopback, allow loopback peers")
 	return cmd
 }
 
-func serve(cmd *cobra.Command, cfg config.Config, dev bool) error {
+// serve runs the server until a signal stops it. note is loadServeConfig's
+// start-up note about the IPv6 listeners.
+func serve(cmd *cobra.Command, cfg config.Config, note string, dev bool) error {
 	log, level, err := newLogger(cfg.Log)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if note != "" {
+		log.Info(note)
+	}
 	if stop, err := cpuProfile(os.Getenv("TRAVERSE_CPU_PROFILE")); err != nil {
 		return err
 	} else if stop != nil {
@@ -121,7 +145,7 @@ func serve(cmd *cobra.Command, cfg config.Config, dev bool) error {
 	if err != nil {
 		return err
 	}
-	if err := printFirstStart(ctx, cmd.OutOrStdout(), srv, cfg); err != nil {
+	if err := printFirstStart(ctx, cmd.OutOrStdout(), isTerminal(cmd.OutOrStdout()), srv, cfg, dev); err != nil {
 		srv.Shutdown(ctx)
 		return err
 	}
@@ -152,7 +176,7 @@ func serve(cmd *cobra.Command, cfg config.Config, dev bool) error {
 }
 
 func reload(cmd *cobra.Command, srv *server.Server, log *zap.Logger, dev bool) {
-	cfg, err := loadConfig(cmd, dev)
+	cfg, _, err := loadServeConfig(cmd, dev, true)
 	if err == nil {
 		_, err = srv.Reload(cfg)
 	}
