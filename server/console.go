@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/console"
+	"github.com/traverse/traverse/issuer"
+)
+
+// This file adapts the issuer, the relay and the certificate store to the
+// console's interfaces. Each adapter is small on purpose: when the usage,
+// fleet and certs services land, they replace the local ones here.
+
+// newConsole builds the console for the issuer's listener, or nil when
+// console.enabled is false.
+func newConsole(s *Server, svc *issuer.Service, cfg config.Config) (*console.Console, error) {
+	if !cfg.Console.Enabled {
+		return nil, nil
+	}
+	opts := console.Options{
+		Auth:       consoleAuth{svc},
+		Minter:     consoleMinter{svc},
+		Sessions:   localSessions{s},
+		Nodes:      localNode{s},
+		Metrics:    s.reg,
+		SessionTTL: cfg.Console.SessionTTL,
+		Log:        s.log.Named("console"),
+		Now:        s.now,
+	}
+	if s.certs != nil {
+		opts.Certificates = fileCertificates{s}
+	}
+	// Usage stays nil until the usage service exists: the page says so.
+	return console.New(opts)
+}
+
+// withConsole serves the console under console.Prefix and everything else
+// with the issuer's handler.
+func withConsole(api http.Handler, c *console.Console) http.Handler {
+	if c == nil {
+		return api
+	}
+	ui := c.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/console" || strings.HasPrefix(p, console.Prefix) {
+			ui.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// consoleAuth signs in with the issuer's own authentication (the Tokens
+// resource's credentials), failures counted there by reason.
+type consoleAuth struct{ svc *issuer.Service }
+
+func (a consoleAuth) SignIn(ctx context.Context, sid, secret string) (console.Identity, error) {
+	p, err := a.svc.Authenticate(ctx, sid, secret)
+	if errors.Is(err, issuer.ErrUnauthenticated) {
+		return console.Identity{}, console.ErrBadCredentials
+	}
+	if err != nil {
+		return console.Identity{}, err
+	}
+	return console.Identity{
+		AccountSid: p.Account.Sid, FriendlyName: p.Account.FriendlyName, KeySid: p.KeySid,
+		Primary: p.Account.ParentSid == "",
+	}, nil
+}
+
+// consoleMinter mints the ICE tester's credential as the Tokens resource would.
+type consoleMinter struct{ svc *issuer.Service }
+
+func (m consoleMinter) Mint(ctx context.Context, accountSid string, ttl time.Duration) (console.Credential, error) {
+	tok, err := m.svc.CreateToken(ctx, accountSid, ttl)
+	if err != nil {
+		return console.Credential{}, err
+	}
+	uris := make([]string, len(tok.ICEServers))
+	for i, e := range tok.ICEServers {
+		uris[i] = e.URLs
+	}
+	return console.Credential{Username: tok.Username, Password: tok.Password, URIs: uris, TTL: tok.TTL}, nil
+}
+
+// localSessions are this node's live allocations (the usage service will
+// list every node's).
+type localSessions struct{ s *Server }
+
+func (l localSessions) List(context.Context) ([]console.Session, error) {
+	if l.s.relay == nil {
+		return nil, nil
+	}
+	node := l.s.nodeName()
+	var out []console.Session
+	for _, a := range l.s.relay.Allocations() {
+		cs := console.Session{
+			ID: a.ID, Username: a.Username, Transport: a.Transport, Client: a.Client,
+			Relayed: a.Relayed.String(), Node: node, Created: a.Created, Expires: a.Expires,
+		}
+		// A TURN REST username is "<expiry>:<user>"; issuer-minted users
+		// start with the AccountSid.
+		if _, user, ok := strings.Cut(a.Username, ":"); ok {
+			cs.Account, _ = auth.AccountOf(user)
+		}
+		out = append(out, cs)
+	}
+	return out, nil
+}
+
+func (l localSessions) Kill(_ context.Context, id string) error {
+	if l.s.relay == nil || !l.s.relay.CloseAllocation(id) {
+		return console.ErrNotFound
+	}
+	return nil
+}
+
+// localNode is this process, the one node until the fleet registry exists.
+type localNode struct{ s *Server }
+
+func (n localNode) Nodes(context.Context) ([]console.Node, error) {
+	node := console.Node{Name: n.s.nodeName(), Healthy: n.s.ready.Load(), LastSeen: n.s.now()}
+	if r := n.s.relay; r != nil {
+		node.Addr = r.PublicIP().String()
+		node.Allocations = r.AllocationCount()
+		node.PortsUsed, node.PortsTotal = r.PortsInUse()
+	}
+	return []console.Node{node}, nil
+}
+
+func (s *Server) nodeName() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "this node"
+	}
+	return h
+}
+
+// fileCertificates is the certificate loaded from tls.cert (reloaded on SIGHUP).
+type fileCertificates struct{ s *Server }
+
+func (f fileCertificates) Certificates(context.Context) ([]console.Certificate, error) {
+	cert := f.s.certs.cert.Load()
+	if cert == nil || len(cert.Certificate) == 0 {
+		return nil, nil
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("parse the serving certificate: %w", err)
+		}
+	}
+	names := append([]string{}, leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	f.s.mu.Lock()
+	file := f.s.cfg.TLS.Cert
+	f.s.mu.Unlock()
+	return []console.Certificate{{
+		Subject: leaf.Subject.CommonName, Names: names, Issuer: leaf.Issuer.CommonName,
+		Source: "file " + file, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+	}}, nil
+}
+
+// ConsoleURL is the console's address on the bound issuer listener, or ""
+// when the console or the issuer is off.
+func (s *Server) ConsoleURL() string {
+	if s.issuer == nil || s.issuer.console == nil {
+		return ""
+	}
+	scheme := "http"
+	if s.certs != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + s.issuer.ln.Addr().String() + console.Prefix
+}
