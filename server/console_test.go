@@ -312,7 +312,9 @@ func TestConsoleCSRF(t *testing.T) {
 func TestConsoleSessionExpires(t *testing.T) {
 	e := startConsole(t)
 	primary := e.account("")
-	get := func(s signedIn) int { return e.do(consoleReq{method: "GET", path: "api/session", cookie: s.cookie}).status }
+	get := func(s signedIn) int {
+		return e.do(consoleReq{method: "GET", path: "api/session", cookie: s.cookie}).status
+	}
 
 	idle := e.signIn(primary.Sid, primary.AuthToken)
 	e.now.Advance(14 * time.Minute)
