@@ -187,7 +187,7 @@ function renderSessions(list) {
     el("td", {}, el("span", { class: "tag", text: s.transport })),
     el("td", {}, el("code", { text: s.client })),
     el("td", {}, el("code", { text: s.relayed })),
-    el("td", { class: "muted", text: s.node })),
+    el("td", { class: "muted", text: s.node }),
     el("td", { text: ago(s.created, now) }),
     el("td", { class: "muted", text: s.expires ? until(s.expires, now) : "never" }),
     el("td", { class: "num" }, killButton(s)))));

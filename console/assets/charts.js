@@ -20,7 +20,9 @@ function axes(fmt) {
 
 function fill(color) {
   return (u) => {
-    const g = u.ctx.createLinearGradient(0, u.bbox.top, 0, u.bbox.top + u.bbox.height);
+    const top = u.bbox?.top, height = u.bbox?.height;
+    if (!Number.isFinite(top) || !Number.isFinite(height) || height <= 0) return color + "33";
+    const g = u.ctx.createLinearGradient(0, top, 0, top + height);
     g.addColorStop(0, color + "55");
     g.addColorStop(1, color + "00");
     return g;
