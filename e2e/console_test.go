@@ -154,7 +154,7 @@ func tokenFor(t *testing.T, in *Instance, sid, authToken string) Token {
 }
 
 // holdAllocations allocates n times over UDP with pion's TURN client and
-// returns the relayed addresses; each lasts until the test ends.
+// returns the relayed conns; each lasts until the test ends.
 func holdAllocations(t *testing.T, in *Instance, tok Token, n int) []net.PacketConn {
 	t.Helper()
 	var out []net.PacketConn
@@ -191,7 +191,15 @@ func TestBrowserConsole(t *testing.T) {
 	// The allocation count rises while pion's client holds allocations; some
 	// traffic through them to an echo peer gives the bits/s chart a line.
 	primaryTok := in.CreateToken(600)
-	held := holdAllocations(t, in, primaryTok, 3)
+	_, overTCP, err := turnClient(t, "tcp", in.TCP, primaryTok.Username, primaryTok.Password)
+	if err != nil {
+		t.Fatalf("allocate over TCP: %v", err)
+	}
+	held := append([]net.PacketConn{overTCP}, holdAllocations(t, in, primaryTok, 2)...)
+	// A refused credential, for the auth refusals chart.
+	if _, _, err := turnClient(t, "udp", in.UDP, primaryTok.Username, "not-the-password"); err == nil {
+		t.Fatal("a wrong password allocated")
+	}
 	subHeld := holdAllocations(t, in, tokenFor(t, in, subSid, subToken), 1)
 	peer := FreeUDPPeer(t)
 	sendSome(t, held, peer.LocalAddr(), 3*time.Second)
@@ -285,6 +293,7 @@ func TestBrowserConsole(t *testing.T) {
 	sendSome(t, held[1:], peer.LocalAddr(), 2*time.Second)
 	c.tab("overview")
 	c.waitFor("3 live allocations on the overview", `document.getElementById("tile-allocations").textContent === "3"`, 30*time.Second)
+	c.waitFor("the refusal on the auth chart", `document.querySelector("#chart-auth .u-legend").textContent.includes("turn bad password")`, 30*time.Second)
 	c.waitFor("the certificate row", `document.querySelectorAll("#certs tbody tr td code").length === 1`, 20*time.Second)
 	c.screenshot("overview")
 

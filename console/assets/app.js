@@ -183,7 +183,7 @@ function renderSessions(list) {
   const now = Date.now();
   $("sessions").tBodies[0].replaceChildren(...shown.map((s) => el("tr", { "data-id": s.id, "data-account": s.account },
     el("td", {}, s.account ? el("code", { text: shortSid(s.account), title: s.account }) : el("span", { class: "muted", text: "static user" })),
-    el("td", {}, el("code", { text: userPart(s.username), title: s.username })),
+    el("td", {}, el("code", { text: userPart(s.username, s.account), title: s.username })),
     el("td", {}, el("span", { class: "tag", text: s.transport })),
     el("td", {}, el("code", { text: s.client })),
     el("td", {}, el("code", { text: s.relayed })),
@@ -195,10 +195,13 @@ function renderSessions(list) {
   $("sessions-empty").textContent = list.length ? "No allocation matches the filter." : "No live allocations.";
 }
 
-// userPart drops the expiry from a TURN REST username for the table.
-function userPart(username) {
+// userPart shortens a TURN REST username for the table: no expiry (the
+// next column shows it), and no AccountSid (the first column shows it).
+function userPart(username, account) {
   const i = username.indexOf(":");
-  return i > 0 && /^\d+$/.test(username.slice(0, i)) ? username.slice(i + 1) : username;
+  let user = i > 0 && /^\d+$/.test(username.slice(0, i)) ? username.slice(i + 1) : username;
+  if (account && user.startsWith(account + ":")) user = "…:" + user.slice(account.length + 1);
+  return user;
 }
 
 // killButton asks once more before ending a call: the first click arms it.

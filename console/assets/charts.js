@@ -8,9 +8,17 @@ const palette = ["#2dd4bf", "#818cf8", "#f472b6", "#fbbf24", "#60a5fa", "#f87171
 const grid = { stroke: "rgba(139,152,180,.12)", width: 1 };
 const axisFont = "11px system-ui, sans-serif";
 
+// clock labels the time axis HH:MM, with seconds when the span is short.
+function clock(u, vals) {
+  const span = vals.length > 1 ? vals[vals.length - 1] - vals[0] : 0;
+  const opts = span < 600 ? { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }
+    : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  return vals.map((v) => new Date(v * 1000).toLocaleTimeString([], opts));
+}
+
 function axes(fmt) {
   return [
-    { stroke: "#8b98b4", grid, ticks: { show: false }, font: axisFont },
+    { stroke: "#8b98b4", grid, ticks: { show: false }, font: axisFont, values: clock, space: 70 },
     {
       stroke: "#8b98b4", grid, ticks: { show: false }, font: axisFont, size: 64,
       values: (u, vals) => vals.map(fmt),
@@ -53,7 +61,7 @@ class Chart {
           ...series.map((s, i) => ({
             label: s.name, stroke: palette[i % palette.length], width: 2,
             fill: this.area ? fill(palette[i % palette.length]) : undefined,
-            points: { show: false }, spanGaps: false,
+            points: { show: false }, spanGaps: false, dash: s.dash,
             value: (u, v) => v === null || v === undefined ? "–" : this.fmt(v),
           })),
         ],
@@ -99,7 +107,7 @@ export class Charts {
     this.allocations.update(m.t, [{ name: "allocations", values: m.allocations }]);
     this.bits.update(m.t, [
       { name: "to peers", values: m.to_peer_bps },
-      { name: "from peers", values: m.from_peer_bps },
+      { name: "from peers", values: m.from_peer_bps, dash: [6, 4] },
     ]);
     this.rate.update(m.t, [{ name: "created", values: m.allocations_per_s }]);
     this.auth.update(m.t, byName(m.auth_refusals_per_s, "no refusals"));

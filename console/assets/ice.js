@@ -34,7 +34,8 @@ export async function testURI(uri, username, credential, timeoutMs = 10000) {
         res.relayMs = performance.now() - t0;
         const addr = e.candidate.address?.includes(":") ? `[${e.candidate.address}]` : e.candidate.address;
         res.relayed = `${addr}:${e.candidate.port}`;
-        res.relayProtocol = e.candidate.relayProtocol || "";
+        // Chromium reports the client-to-relay transport; fall back to the URI's.
+        res.relayProtocol = e.candidate.relayProtocol || (/^turns:/i.test(uri) ? "tls" : /transport=tcp/i.test(uri) ? "tcp" : "udp");
       }
       to.addIceCandidate(e.candidate).catch(() => {});
     };
