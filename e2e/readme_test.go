@@ -16,7 +16,8 @@ import (
 
 // TestREADMERunCommand runs the README's quick start — `traverse serve --dev`
 // in an empty directory, on the default ports — and checks that the relay
-// answers STUN on 3478 and the account banner is printed once.
+// answers STUN on 3478, the account banner is printed once and the console's
+// URL follows it.
 func TestREADMERunCommand(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(binary, "serve", "--dev")
@@ -33,6 +34,7 @@ func TestREADMERunCommand(t *testing.T) {
 	}
 	exited := make(chan struct{})
 	banner := make(chan string, 1)
+	consoleLine := make(chan string, 1)
 	go func() {
 		defer close(exited)
 		var out strings.Builder
@@ -41,6 +43,9 @@ func TestREADMERunCommand(t *testing.T) {
 			out.WriteString(sc.Text() + "\n")
 			if strings.Contains(sc.Text(), "curl -X POST") {
 				banner <- out.String()
+			}
+			if strings.Contains(sc.Text(), "operator console at") {
+				consoleLine <- sc.Text()
 			}
 		}
 		_ = cmd.Wait()
@@ -66,6 +71,15 @@ func TestREADMERunCommand(t *testing.T) {
 		t.Fatalf("traverse serve --dev exited:\n%s", logs.String())
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no first-start banner in 20s:\n%s", logs.String())
+	}
+	// --dev prints where the operator console is.
+	select {
+	case l := <-consoleLine:
+		if !strings.Contains(l, "https://127.0.0.1:8080/console/") {
+			t.Errorf("console line %q", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("serve --dev printed no console URL")
 	}
 	// The relay answers a STUN Binding request on the default port.
 	c, err := net.Dial("udp4", "127.0.0.1:3478")
