@@ -119,12 +119,10 @@ func (c *consoleTab) iceRows() []iceRow {
 		Error: r.cells[5].textContent, Relayed: r.cells[3].querySelector("code")?.textContent || "–", RelayMs: r.cells[2].textContent, RTT: r.cells[4].textContent}))`)
 }
 
-// createSubaccount makes a subaccount of the instance's primary account
-// with the Accounts resource.
-func createSubaccount(t *testing.T, in *Instance) (sid, token string) {
+// postForm POSTs a form to the issuer with the primary account's auth token.
+func (in *Instance) postForm(t *testing.T, path string, form url.Values) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, in.Issuer+"/2010-04-01/Accounts.json",
-		strings.NewReader(url.Values{"FriendlyName": {"Acme Rockets"}}.Encode()))
+	req, _ := http.NewRequest(http.MethodPost, in.Issuer+path, strings.NewReader(form.Encode()))
 	req.SetBasicAuth(in.AccountSid, in.AuthToken)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	client := HTTPClient()
@@ -135,12 +133,20 @@ func createSubaccount(t *testing.T, in *Instance) (sid, token string) {
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, body
+}
+
+// createSubaccount makes a subaccount of the instance's primary account
+// with the Accounts resource.
+func createSubaccount(t *testing.T, in *Instance) (sid, token string) {
+	t.Helper()
+	status, body := in.postForm(t, "/2010-04-01/Accounts.json", url.Values{"FriendlyName": {"Acme Rockets"}})
 	var a struct {
 		Sid       string `json:"sid"`
 		AuthToken string `json:"auth_token"`
 	}
-	if res.StatusCode != http.StatusCreated || json.Unmarshal(body, &a) != nil || a.AuthToken == "" {
-		t.Fatalf("Accounts: %d %s", res.StatusCode, body)
+	if status != http.StatusCreated || json.Unmarshal(body, &a) != nil || a.AuthToken == "" {
+		t.Fatalf("Accounts: %d %s", status, body)
 	}
 	return a.Sid, a.AuthToken
 }
