@@ -28,6 +28,10 @@ type Identity struct {
 	// Primary is a top-level account: it sees every session on the node and
 	// the server-wide status. A subaccount sees only its own sessions.
 	Primary bool
+	// Proof is the Authenticator's own, opaque record of the credential
+	// used (a digest, never the secret), for StillValid. It never reaches
+	// the page.
+	Proof string
 }
 
 // Authenticator checks sign-in credentials: an account SID with its auth
@@ -35,6 +39,10 @@ type Identity struct {
 // ErrBadCredentials.
 type Authenticator interface {
 	SignIn(ctx context.Context, sid, secret string) (Identity, error)
+	// StillValid reports ErrBadCredentials when what signed in no longer
+	// would: the account was suspended, the key deleted, the token rotated.
+	// The console asks on every request, so a session ends with its credential.
+	StillValid(ctx context.Context, id Identity) error
 }
 
 // Errors the adapters return.

@@ -77,6 +77,16 @@ func (c *Console) authed(csrf, primary bool, fn func(http.ResponseWriter, *http.
 			writeError(w, http.StatusUnauthorized, "your session has ended: sign in again")
 			return
 		}
+		if err := c.opts.Auth.StillValid(r.Context(), s.ident); err != nil {
+			if !errors.Is(err, ErrBadCredentials) {
+				writeError(w, http.StatusServiceUnavailable, c.logged("session check", err))
+				return
+			}
+			c.sessions.remove(ck.Value)
+			setCookie(w, "", time.Time{})
+			writeError(w, http.StatusUnauthorized, "your sign-in is no longer valid (account suspended, key deleted or token rotated): sign in again")
+			return
+		}
 		if csrf && (!sameOrigin(r) || !validCSRF(r, s)) {
 			writeError(w, http.StatusForbidden, "missing or wrong CSRF token")
 			return

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +17,7 @@ import (
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/console"
 	"github.com/traverse/traverse/issuer"
+	"github.com/traverse/traverse/store"
 )
 
 // This file adapts the issuer, the relay and the certificate store to the
@@ -73,8 +77,42 @@ func (a consoleAuth) SignIn(ctx context.Context, sid, secret string) (console.Id
 	}
 	return console.Identity{
 		AccountSid: p.Account.Sid, FriendlyName: p.Account.FriendlyName, KeySid: p.KeySid,
-		Primary: p.Account.ParentSid == "",
+		Primary: p.Account.ParentSid == "", Proof: secretDigest(secret),
 	}, nil
+}
+
+// StillValid re-reads the account (and key) behind a console session: it
+// must still be active, and its secret the one signed in with.
+func (a consoleAuth) StillValid(ctx context.Context, id console.Identity) error {
+	acct, err := a.svc.Account(ctx, id.AccountSid)
+	if errors.Is(err, issuer.ErrNotFound) {
+		return console.ErrBadCredentials
+	}
+	if err != nil {
+		return err
+	}
+	secret := acct.AuthToken
+	if id.KeySid != "" {
+		k, err := a.svc.Key(ctx, id.AccountSid, id.KeySid)
+		if errors.Is(err, issuer.ErrNotFound) {
+			return console.ErrBadCredentials
+		}
+		if err != nil {
+			return err
+		}
+		secret = k.Secret
+	}
+	if acct.Status != store.StatusActive || subtle.ConstantTimeCompare([]byte(secretDigest(secret)), []byte(id.Proof)) != 1 {
+		return console.ErrBadCredentials
+	}
+	return nil
+}
+
+// secretDigest is what a console session remembers of the secret it signed
+// in with: enough to notice a rotation, useless to sign in with.
+func secretDigest(secret string) string {
+	d := sha256.Sum256([]byte("traverse console session\x00" + secret))
+	return hex.EncodeToString(d[:])
 }
 
 // consoleMinter mints the ICE tester's credential as the Tokens resource would.

@@ -428,3 +428,49 @@ func TestConsoleSubaccountScope(t *testing.T) {
 		t.Fatalf("primary killing the subaccount's session: %d %s", res.status, res.body)
 	}
 }
+
+// TestConsoleSessionEndsWithCredential: a console session ends as soon as
+// what signed in would no longer: a rotated auth token, a deleted key, a
+// suspended account.
+func TestConsoleSessionEndsWithCredential(t *testing.T) {
+	e := startConsole(t)
+	ctx := context.Background()
+	svc := e.srv.Issuer()
+	alive := func(s signedIn) bool {
+		return e.do(consoleReq{method: "GET", path: "api/session", cookie: s.cookie}).status == http.StatusOK
+	}
+
+	rotated := e.account("")
+	s := e.signIn(rotated.Sid, rotated.AuthToken)
+	if !alive(s) {
+		t.Fatal("fresh session refused")
+	}
+	if _, err := svc.RotateAuthToken(ctx, rotated.Sid); err != nil {
+		t.Fatal(err)
+	}
+	if alive(s) {
+		t.Error("session signed in with a rotated auth token still works")
+	}
+
+	owner := e.account("")
+	key, err := svc.CreateKey(ctx, owner.Sid, "console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey, byToken := e.signIn(key.Sid, key.Secret), e.signIn(owner.Sid, owner.AuthToken)
+	if err := svc.DeleteKey(ctx, owner.Sid, key.Sid); err != nil {
+		t.Fatal(err)
+	}
+	if alive(byKey) {
+		t.Error("session signed in with a deleted key still works")
+	}
+	if !alive(byToken) {
+		t.Error("deleting a key ended the auth token's session")
+	}
+	if _, err := svc.SetAccountStatus(ctx, owner.Sid, store.StatusSuspended); err != nil {
+		t.Fatal(err)
+	}
+	if alive(byToken) {
+		t.Error("a suspended account's session still works")
+	}
+}
