@@ -90,6 +90,7 @@ type consoleRes struct {
 	status  int
 	body    string
 	cookies []*http.Cookie
+	header  http.Header
 }
 
 func (e *consoleEnv) do(r consoleReq) consoleRes {
@@ -120,7 +121,7 @@ func (e *consoleEnv) do(r consoleReq) consoleRes {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	return consoleRes{status: res.StatusCode, body: string(b), cookies: res.Cookies()}
+	return consoleRes{status: res.StatusCode, body: string(b), cookies: res.Cookies(), header: res.Header}
 }
 
 type signedIn struct {
@@ -223,9 +224,14 @@ func TestConsoleNoCookieNoData(t *testing.T) {
 			t.Errorf("POST ice-credential with cookie %q: %d %s", cookie, res.status, res.body)
 		}
 	}
-	// The page itself is public: it holds no data.
-	if res := e.do(consoleReq{method: "GET", path: ""}); res.status != 200 || !strings.Contains(res.body, "traverse console") {
+	// The page itself is public: it holds no data, loads nothing from
+	// another origin and may not be framed.
+	res := e.do(consoleReq{method: "GET", path: ""})
+	if res.status != 200 || !strings.Contains(res.body, "traverse console") {
 		t.Errorf("GET /console/: %d", res.status)
+	}
+	if csp := res.header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("Content-Security-Policy %q", csp)
 	}
 }
 
