@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,7 +34,7 @@ func newConsole(s *Server, svc *issuer.Service, cfg config.Config) (*console.Con
 	}
 	opts := console.Options{
 		Auth:       consoleAuth{svc},
-		Minter:     consoleMinter{svc},
+		Minter:     consoleMinter{s, svc},
 		Sessions:   localSessions{s},
 		Nodes:      localNode{s},
 		Metrics:    s.reg,
@@ -116,7 +118,10 @@ func secretDigest(secret string) string {
 }
 
 // consoleMinter mints the ICE tester's credential as the Tokens resource would.
-type consoleMinter struct{ svc *issuer.Service }
+type consoleMinter struct {
+	s   *Server
+	svc *issuer.Service
+}
 
 func (m consoleMinter) Mint(ctx context.Context, accountSid string, ttl time.Duration) (console.Credential, error) {
 	tok, err := m.svc.CreateToken(ctx, accountSid, ttl)
@@ -127,7 +132,42 @@ func (m consoleMinter) Mint(ctx context.Context, accountSid string, ttl time.Dur
 	for i, e := range tok.ICEServers {
 		uris[i] = e.URLs
 	}
+	uris = m.s.everyTLSListener(uris)
 	return console.Credential{Username: tok.Username, Password: tok.Password, URIs: uris, TTL: tok.TTL}, nil
+}
+
+// everyTLSListener adds to the URIs handed out (which name one TLS port,
+// 443 when listened on) a turns: URI for each other TLS listener, so the ICE
+// tester tries TLS on 443 and on 5349. Explicit issuer.ice_servers are left
+// as they are.
+func (s *Server) everyTLSListener(uris []string) []string {
+	s.mu.Lock()
+	explicit := len(s.cfg.Issuer.ICEServers) > 0
+	s.mu.Unlock()
+	if explicit || s.relay == nil || s.certs == nil {
+		return uris
+	}
+	var host string
+	for _, u := range uris {
+		if rest, ok := strings.CutPrefix(u, "turns:"); ok {
+			hp, _, _ := strings.Cut(rest, "?")
+			if h, _, err := net.SplitHostPort(hp); err == nil {
+				host = h
+				break
+			}
+		}
+	}
+	if host == "" {
+		return uris
+	}
+	for _, a := range s.relay.Addrs().TLS {
+		_, port, _ := net.SplitHostPort(a.String())
+		u := "turns:" + net.JoinHostPort(host, port) + "?transport=tcp"
+		if !slices.Contains(uris, u) {
+			uris = append(uris, u)
+		}
+	}
+	return uris
 }
 
 // localSessions are this node's live allocations (the usage service will

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -478,5 +479,40 @@ func TestConsoleSessionEndsWithCredential(t *testing.T) {
 	}
 	if alive(byToken) {
 		t.Error("a suspended account's session still works")
+	}
+}
+
+// TestConsoleICECredentialEveryTLSListener: the ICE tester gets the URIs
+// handed out plus a turns: URI for each other TLS listener (443 and 5349 in
+// production), so it tests every one.
+func TestConsoleICECredentialEveryTLSListener(t *testing.T) {
+	cfg := loopbackConfig(t)
+	cert, key, err := DevCertificate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLS.Cert, cfg.TLS.Key = cert, key
+	cfg.Listen.TLS = []string{"127.0.0.1:0", "127.0.0.1:0"}
+	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	acct, err := s.Issuer().CreateAccount(context.Background(), "tls", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := consoleMinter{s, s.Issuer()}.Mint(context.Background(), acct.Sid, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range s.Relay().Addrs().TLS {
+		want := "turns:" + a.String() + "?transport=tcp"
+		if !slices.Contains(cred.URIs, want) {
+			t.Errorf("tester URIs %v lack %s", cred.URIs, want)
+		}
+	}
+	if n := len(cred.URIs); n != len(s.ICEURIs())+1 {
+		t.Errorf("tester URIs %v: want the %d handed out and one more", cred.URIs, len(s.ICEURIs()))
 	}
 }
