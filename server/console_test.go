@@ -516,3 +516,43 @@ func TestConsoleICECredentialEveryTLSListener(t *testing.T) {
 		t.Errorf("tester URIs %v: want the %d handed out and one more", cred.URIs, len(s.ICEURIs()))
 	}
 }
+
+// TestConsoleSignInRateLimited: after ten failed sign-ins a client address
+// waits, even with the right secret, and gets no cookie.
+func TestConsoleSignInRateLimited(t *testing.T) {
+	e := startConsole(t)
+	primary := e.account("")
+	wrong := `{"sid":"` + primary.Sid + `","secret":"wrong"}`
+	for i := range 10 {
+		if res := e.do(consoleReq{method: "POST", path: "api/signin", body: wrong}); res.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i+1, res.status, res.body)
+		}
+	}
+	right := `{"sid":"` + primary.Sid + `","secret":"` + primary.AuthToken + `"}`
+	if res := e.do(consoleReq{method: "POST", path: "api/signin", body: right}); res.status != http.StatusTooManyRequests || len(res.cookies) != 0 {
+		t.Fatalf("sign-in after 10 failures: %d %v, want 429 and no cookie", res.status, res.cookies)
+	}
+	e.now.Advance(time.Minute)
+	e.signIn(primary.Sid, primary.AuthToken)
+}
+
+// TestConsoleDisabled: with console.enabled false, /console/ is the
+// issuer's 404 and ConsoleURL is empty.
+func TestConsoleDisabled(t *testing.T) {
+	cfg := loopbackConfig(t)
+	cfg.Console.Enabled = false
+	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	if s.ConsoleURL() != "" {
+		t.Errorf("ConsoleURL = %q with the console off", s.ConsoleURL())
+	}
+	if code, body := get(t, "http://"+s.IssuerAddr().String()+"/console/"); code != http.StatusNotFound || strings.Contains(body, "traverse console") {
+		t.Errorf("GET /console/ with the console off: %d %s", code, body)
+	}
+}
