@@ -15,6 +15,7 @@ import (
 	"github.com/pion/turn/v4"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/store"
 )
 
@@ -47,12 +48,10 @@ func (c *testClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func startConsole(t *testing.T) *consoleEnv {
+// serving starts a Server on cfg and serves it until the test ends.
+func serving(t *testing.T, cfg config.Config, now func() time.Time) *Server {
 	t.Helper()
-	clk := &testClock{t: time.Now()}
-	cfg := loopbackConfig(t)
-	cfg.Relay.Peers.AllowLoopback = true
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t), Now: clk.Now})
+	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +64,15 @@ func startConsole(t *testing.T) *consoleEnv {
 			t.Error(err)
 		}
 	})
+	return s
+}
+
+func startConsole(t *testing.T) *consoleEnv {
+	t.Helper()
+	clk := &testClock{t: time.Now()}
+	cfg := loopbackConfig(t)
+	cfg.Relay.Peers.AllowLoopback = true
+	s := serving(t, cfg, clk.Now)
 	if s.ConsoleURL() == "" {
 		t.Fatal("ConsoleURL is empty with console.enabled")
 	}
@@ -541,14 +549,7 @@ func TestConsoleSignInRateLimited(t *testing.T) {
 func TestConsoleDisabled(t *testing.T) {
 	cfg := loopbackConfig(t)
 	cfg.Console.Enabled = false
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	s := serving(t, cfg, nil)
 	if s.ConsoleURL() != "" {
 		t.Errorf("ConsoleURL = %q with the console off", s.ConsoleURL())
 	}
