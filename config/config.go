@@ -39,6 +39,7 @@ type Config struct {
 	Store   Store   `yaml:"store"`
 	Log     Log     `yaml:"log"`
 	Metrics Metrics `yaml:"metrics"`
+	Console Console `yaml:"console"`
 }
 
 // Listen lists the TURN listeners, each a "host:port" (IPv6 as "[::]:3478").
@@ -182,6 +183,16 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
+// Console configures the operator console served at /console/ on the
+// issuer's listener (it needs the issuer).
+type Console struct {
+	// Enabled serves the console. Default true.
+	Enabled bool `yaml:"enabled"`
+	// SessionTTL is how long a console sign-in lasts without a request; each
+	// request renews it, up to 12 hours after sign-in. Default 15m.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+}
+
 // Default returns the configuration traverse runs with when a key is not set.
 func Default() Config {
 	return Config{
@@ -209,6 +220,7 @@ func Default() Config {
 		},
 		Log:     Log{Level: "info", Format: "console"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
+		Console: Console{Enabled: true, SessionTTL: 15 * time.Minute},
 	}
 }
 

@@ -52,6 +52,7 @@ func TestValidateTable(t *testing.T) {
 		{"cors origin", func(c *Config) { c.Issuer.CORSOrigins = []string{"example.com"} }, []string{"issuer.cors_origins[0]"}},
 		{"bandwidth", func(c *Config) { c.Relay.Quota.Bandwidth = 10 }, []string{"relay.quota.bandwidth"}},
 		{"nothing enabled", func(c *Config) { c.Relay.Enabled = false; c.Issuer.Enabled = false }, []string{"relay.enabled"}},
+		{"console session ttl", func(c *Config) { c.Console.SessionTTL = 10 * time.Second }, []string{"console.session_ttl"}},
 		{"several at once", func(c *Config) { c.Realm = ""; c.Relay.Quota.PerUser = -1; c.Metrics.Listen = "x" },
 			[]string{"realm", "relay.quota.per_user", "metrics.listen"}},
 	}

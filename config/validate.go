@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MinSecretLen is the shortest TURN REST secret accepted.
@@ -149,6 +150,11 @@ func (c Config) Validate() error {
 		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
 			add(fmt.Sprintf("issuer.cors_origins[%d]", i), "must be an origin such as https://app.example.com (got %q)", o)
 		}
+	}
+
+	// Console.
+	if c.Console.Enabled && (c.Console.SessionTTL < time.Minute || c.Console.SessionTTL > 12*time.Hour) {
+		add("console.session_ttl", "must be from 1m to 12h (got %s)", c.Console.SessionTTL)
 	}
 
 	// Store.

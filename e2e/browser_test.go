@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -434,21 +433,10 @@ type apiKey struct {
 // createKey creates an API key with the Keys resource.
 func createKey(t *testing.T, in *Instance) apiKey {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, in.Issuer+"/2010-04-01/Accounts/"+in.AccountSid+"/Keys.json",
-		strings.NewReader(url.Values{"FriendlyName": {"e2e browser"}}.Encode()))
-	req.SetBasicAuth(in.AccountSid, in.AuthToken)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	client := HTTPClient()
-	defer client.CloseIdleConnections()
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
+	status, body := in.postForm(t, "/2010-04-01/Accounts/"+in.AccountSid+"/Keys.json", url.Values{"FriendlyName": {"e2e browser"}})
 	var k apiKey
-	if res.StatusCode != http.StatusCreated || json.Unmarshal(body, &k) != nil || k.Secret == "" {
-		t.Fatalf("Keys: %d %s", res.StatusCode, body)
+	if status != http.StatusCreated || json.Unmarshal(body, &k) != nil || k.Secret == "" {
+		t.Fatalf("Keys: %d %s", status, body)
 	}
 	return k
 }

@@ -19,7 +19,8 @@ import (
 // in an empty directory, on the default ports — and checks that the relay
 // answers STUN on 3478, listens on loopback only, and that the primary
 // account goes to data_dir/primary-account.txt (stdout is a pipe here, not a
-// terminal) with a curl line that works as written.
+// terminal) with a curl line that works as written, and that the console's
+// URL is printed.
 func TestREADMERunCommand(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(binary, "serve", "--dev")
@@ -36,6 +37,7 @@ func TestREADMERunCommand(t *testing.T) {
 	}
 	exited := make(chan struct{})
 	banner := make(chan string, 1)
+	consoleLine := make(chan string, 1)
 	go func() {
 		defer close(exited)
 		var out strings.Builder
@@ -44,6 +46,9 @@ func TestREADMERunCommand(t *testing.T) {
 			out.WriteString(sc.Text() + "\n")
 			if strings.HasPrefix(strings.TrimSpace(sc.Text()), "rm ") {
 				banner <- out.String()
+			}
+			if strings.Contains(sc.Text(), "operator console at") {
+				consoleLine <- sc.Text()
 			}
 		}
 		_ = cmd.Wait()
@@ -94,6 +99,15 @@ func TestREADMERunCommand(t *testing.T) {
 		t.Fatalf("traverse serve --dev exited:\n%s", logs.String())
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no first-start banner in 20s:\n%s", logs.String())
+	}
+	// --dev prints where the operator console is.
+	select {
+	case l := <-consoleLine:
+		if !strings.Contains(l, "https://127.0.0.1:8080/console/") {
+			t.Errorf("console line %q", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("serve --dev printed no console URL")
 	}
 	// The relay answers a STUN Binding request on the default port.
 	c, err := net.Dial("udp4", "127.0.0.1:3478")

@@ -388,7 +388,7 @@ func (s *Server) nextShard() *shard {
 func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 	s.routeClient(src, dst, relayAddr)
 	st := s.state.Load()
-	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: addrPort(relayAddr)}
+	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: addrPort(relayAddr), created: s.now()}
 	if _, static := st.userKeys[username]; !static {
 		a.expires, _, _ = auth.ParseUsername(username)
 	}

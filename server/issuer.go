@@ -8,6 +8,7 @@ import (
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/console"
 	"github.com/traverse/traverse/issuer"
 	"github.com/traverse/traverse/store"
 	_ "github.com/traverse/traverse/store/postgres" // the shared store for several nodes
@@ -21,6 +22,8 @@ type issuerPart struct {
 	srv   *http.Server
 	store store.Store
 	svc   *issuer.Service
+	// console is served on the same listener; nil when console.enabled is false.
+	console *console.Console
 }
 
 func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuerPart, err error) {
@@ -51,7 +54,10 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 	}
 	// Its ErrorLog goes to zap as "issuer.http", at debug: what it reports
 	// (bad TLS handshakes, malformed requests) is any client's doing.
-	p.srv = issuer.NewHTTPServer(cfg.Issuer.Listen, p.svc.Handler(), s.log.Named("issuer"))
+	if p.console, err = newConsole(s, p.svc, cfg); err != nil {
+		return nil, err
+	}
+	p.srv = issuer.NewHTTPServer(cfg.Issuer.Listen, withConsole(p.svc.Handler(), p.console), s.log.Named("issuer"))
 	return p, nil
 }
 
@@ -64,6 +70,9 @@ func (p *issuerPart) close(ctx context.Context) {
 		_ = p.srv.Shutdown(ctx)
 	} else if p.ln != nil {
 		_ = p.ln.Close()
+	}
+	if p.console != nil {
+		p.console.Close()
 	}
 	if p.store != nil {
 		_ = p.store.Close()

@@ -149,6 +149,9 @@ func serve(cmd *cobra.Command, cfg config.Config, note string, dev bool) error {
 		srv.Shutdown(ctx)
 		return err
 	}
+	if u := srv.ConsoleURL(); dev && u != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "dev: operator console at %s (sign in with the account SID and auth token)\n", u)
+	}
 
 	// SIGTERM/SIGINT: drain then stop; a second one exits at once.
 	// SIGHUP: reload, keeping the running config when the new one is bad.
