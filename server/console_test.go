@@ -49,21 +49,15 @@ func (c *testClock) Advance(d time.Duration) {
 }
 
 // serving starts a Server on cfg and serves it until the test ends.
-func serving(t *testing.T, cfg config.Config, now func() time.Time) *Server {
+// startServer makes a Server of cfg with the clock now and serves it until
+// the test ends.
+func startServer(t *testing.T, cfg config.Config, now func() time.Time) *Server {
 	t.Helper()
 	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	serving(t, s)
 	return s
 }
 
@@ -72,7 +66,7 @@ func startConsole(t *testing.T) *consoleEnv {
 	clk := &testClock{t: time.Now()}
 	cfg := loopbackConfig(t)
 	cfg.Relay.Peers.AllowLoopback = true
-	s := serving(t, cfg, clk.Now)
+	s := startServer(t, cfg, clk.Now)
 	if s.ConsoleURL() == "" {
 		t.Fatal("ConsoleURL is empty with console.enabled")
 	}
@@ -549,7 +543,7 @@ func TestConsoleSignInRateLimited(t *testing.T) {
 func TestConsoleDisabled(t *testing.T) {
 	cfg := loopbackConfig(t)
 	cfg.Console.Enabled = false
-	s := serving(t, cfg, nil)
+	s := startServer(t, cfg, nil)
 	if s.ConsoleURL() != "" {
 		t.Errorf("ConsoleURL = %q with the console off", s.ConsoleURL())
 	}
