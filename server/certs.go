@@ -4,42 +4,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 )
-
-// certStore serves the current certificate to TLS handshakes, so SIGHUP can
-// swap it without touching listeners.
-type certStore struct {
-	cert atomic.Pointer[tls.Certificate]
-}
-
-func (c *certStore) load(certFile, keyFile string) error {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return fmt.Errorf("tls: load %s and %s: %w", certFile, keyFile, err)
-	}
-	c.cert.Store(&cert)
-	return nil
-}
-
-func (c *certStore) tlsConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return c.cert.Load(), nil
-		},
-	}
-}
 
 // DevCertificate makes (once) a self-signed certificate for localhost and
 // the given IPs under dir, for `traverse serve --dev`, and returns the paths.
