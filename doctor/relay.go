@@ -52,9 +52,12 @@ func checkRelay(ctx context.Context, r *Report, cfg config.Config, opts Options)
 		refl, err := c.SendBindingRequest()
 		if err != nil {
 			r.add("stun "+tr.kind, Fail, "%s: Binding: %v", target, err)
-		} else {
-			r.add("stun "+tr.kind, OK, "%s: this host seen as %s", target, refl)
+			r.add("turn "+tr.kind, Fail, "%s: not reached", target)
+			c.Close()
+			_ = conn.Close()
+			continue
 		}
+		r.add("stun "+tr.kind, OK, "%s: this host seen as %s", target, refl)
 		relayed, err := roundTrip(ctx, c, dialer{kind: peerKind, target: peerAddr, user: user, pass: pass, timeout: opts.Timeout, serverName: d.serverName})
 		if err != nil {
 			r.add("turn "+tr.kind, Fail, "%s: %v", target, err)
