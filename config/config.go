@@ -18,6 +18,11 @@ import (
 // EnvConfig names the environment variable that points at the config file.
 const EnvConfig = "TRAVERSE_CONFIG"
 
+// EnvDataDir, when set, replaces the default data_dir (a data_dir in the
+// file still wins): the systemd unit and the container image point it at
+// /var/lib/traverse.
+const EnvDataDir = "TRAVERSE_DATA_DIR"
+
 // EnvSecrets, when set, replaces auth.secrets with a comma-separated list, so a
 // secret can come from a container's environment instead of a file.
 const EnvSecrets = "TRAVERSE_AUTH_SECRETS"
@@ -28,7 +33,8 @@ type Config struct {
 	// Realm is the TURN realm sent in 401 responses. Default "traverse".
 	Realm string `yaml:"realm"`
 	// DataDir holds the embedded database, its encryption key and, with --dev,
-	// the generated secret and self-signed certificate. Default "./traverse-data".
+	// the generated secret and self-signed certificate. Default "./traverse-data",
+	// or $TRAVERSE_DATA_DIR when set.
 	DataDir string `yaml:"data_dir"`
 
 	Listen  Listen  `yaml:"listen"`
@@ -257,6 +263,9 @@ func Default() Config {
 // validate: call Validate.
 func Load(path string) (Config, error) {
 	cfg := Default()
+	if v := os.Getenv(EnvDataDir); v != "" {
+		cfg.DataDir = v
+	}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {

@@ -143,3 +143,20 @@ func TestLoadEmptyFileIsDefaults(t *testing.T) {
 		t.Fatalf("%v %v", c.Realm, err)
 	}
 }
+
+// TestDataDirFromEnvironment: $TRAVERSE_DATA_DIR is the default data_dir
+// (the container image and the systemd unit set it); the file still wins.
+func TestDataDirFromEnvironment(t *testing.T) {
+	t.Setenv(EnvDataDir, "/var/lib/traverse")
+	cfg, err := Load("")
+	if err != nil || cfg.DataDir != "/var/lib/traverse" {
+		t.Fatalf("data_dir = %q, %v", cfg.DataDir, err)
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("data_dir: /srv/traverse\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = Load(path); err != nil || cfg.DataDir != "/srv/traverse" {
+		t.Fatalf("data_dir = %q, %v", cfg.DataDir, err)
+	}
+}
