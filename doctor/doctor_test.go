@@ -82,7 +82,7 @@ func writeCert(t *testing.T, dir string, notBefore time.Time, life time.Duration
 }
 
 type setup struct {
-	certAge   time.Duration // how long ago the certificate started; its life is 24h
+	certAge   time.Duration // how long ago a 24-hour certificate started; zero: a fresh 90-day one
 	portRange [2]int        // relay.ports; zero: clear of the ephemeral range
 }
 
@@ -90,7 +90,11 @@ type setup struct {
 // operator's file would have, and returns its path.
 func writeConfig(t *testing.T, s setup) string {
 	dir := t.TempDir()
-	certFile, keyFile := writeCert(t, dir, time.Now().Add(-s.certAge-time.Hour), 24*time.Hour)
+	life := 90 * 24 * time.Hour
+	if s.certAge > 0 {
+		life = 24 * time.Hour
+	}
+	certFile, keyFile := writeCert(t, dir, time.Now().Add(-s.certAge-time.Hour), life)
 	if s.portRange == [2]int{} {
 		lo, hi := ephemeral(t)
 		if lo > 1300 {
@@ -119,9 +123,10 @@ relay:
   drain_timeout: 0s
 issuer:
   enabled: false
+  public_host: %s
 metrics:
   listen: 127.0.0.1:%d
-`, dir, turnPort, turnPort, tlsPort, certFile, keyFile, s.portRange[0], s.portRange[1], freePort(t))
+`, dir, turnPort, turnPort, tlsPort, certFile, keyFile, s.portRange[0], s.portRange[1], host, freePort(t))
 	path := filepath.Join(dir, "traverse.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -187,8 +192,11 @@ func TestDoctorHealthy(t *testing.T) {
 			t.Errorf("%s: %+v", c.Name, c)
 		}
 	}
-	if c := find(t, r, "certificate"); c.Status != doctor.OK {
+	if c := find(t, r, "certificate"); c.Status != doctor.OK || !strings.Contains(c.Detail, "89 days") {
 		t.Errorf("certificate: %+v", c)
+	}
+	if c := find(t, r, "certificate names"); c.Status != doctor.OK || !strings.Contains(c.Detail, host) {
+		t.Errorf("certificate names: %+v", c)
 	}
 	if c := find(t, r, "relay port range"); c.Status != doctor.OK {
 		t.Errorf("relay port range: %+v", c)
