@@ -288,3 +288,55 @@ func TestCompose(t *testing.T) {
 		t.Fatalf("%d traverse services, want 2", nodes)
 	}
 }
+
+// TestREADMEPublicVM: the README's "Run it on a public VM" is ten lines or
+// fewer, installs the files this directory ships, and its config (with the
+// generated secret filled in) passes `traverse validate`.
+func TestREADMEPublicVM(t *testing.T) {
+	readme := read(t, "../README.md")
+	_, section, ok := strings.Cut(readme, "## Run it on a public VM\n")
+	if !ok {
+		t.Fatal("README has no \"Run it on a public VM\" section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "```sh\n")
+	if !ok {
+		t.Fatal("no sh block in the section")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	lines := strings.Split(strings.TrimSpace(block), "\n")
+	if len(lines) > 10 {
+		t.Fatalf("%d lines, want ten or fewer", len(lines))
+	}
+	for _, f := range []string{"packaging/systemd/traverse.service", "packaging/systemd/traverse-sysusers.conf"} {
+		if !strings.Contains(block, f) {
+			t.Errorf("the steps do not install %s", f)
+		}
+		if _, err := os.Stat("../" + f); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, step := range []string{"systemctl enable --now traverse", "traverse doctor -c /etc/traverse/traverse.yaml"} {
+		if !strings.Contains(block, step) {
+			t.Errorf("no step %q", step)
+		}
+	}
+	_, conf, ok := strings.Cut(block, "<<EOF\n")
+	if !ok {
+		t.Fatal("no config heredoc")
+	}
+	conf, _, _ = strings.Cut(conf, "\nEOF")
+	conf = regexp.MustCompile(`\$\([^)]*\)`).ReplaceAllString(conf, "Zm9vYmFyYmF6cXV1eHNlY3JldHNlY3JldA==")
+	for _, want := range []string{"public_ip: auto", "acme:"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("config lacks %q", want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "traverse.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(binary, "validate", "-c", path).CombinedOutput(); err != nil {
+		t.Fatalf("traverse validate: %v\n%s\n%s", err, out, conf)
+	}
+}
