@@ -25,6 +25,7 @@ import (
 	"github.com/traverse/traverse/certs"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/internal/pionlog"
+	"github.com/traverse/traverse/publicip"
 	"github.com/traverse/traverse/relay"
 )
 
@@ -441,6 +442,14 @@ func ConfigURIs(cfg config.Config) []string {
 	host := cfg.Issuer.PublicHost
 	if host == "" && cfg.TLS.ACME.Enabled() {
 		host = cfg.TLS.ACME.Domains[0]
+	}
+	if host == "" && cfg.Relay.PublicIP == config.PublicIPAuto {
+		// What the running server advertises; else the host's own address.
+		ip, _, err := publicip.Detect(context.Background(), cfg.Relay.BindIP, cfg.Relay.PublicIPSTUN, 0)
+		cfg.Relay.PublicIP = ""
+		if err == nil {
+			host = ip.String()
+		}
 	}
 	if host == "" {
 		if ip, err := relay.PublicIP(cfg.Relay); err == nil {
