@@ -134,18 +134,3 @@ func (m *Manager) Reload(t config.TLS) error {
 	}
 	return m.files.reload(t.Cert, t.Key)
 }
-
-// TURNConfig is the tls.Config of the TURN TLS listeners.
-func (m *Manager) TURNConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: m.GetCertificate,
-		NextProtos:     []string{ProtoTURN, ProtoACMETLS},
-	}
-}
-
-// HTTPConfig is the tls.Config of the issuer's HTTPS listener (net/http adds
-// its own ALPN protocols).
-func (m *Manager) HTTPConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: m.GetCertificate}
-}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -12,7 +13,22 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/traverse/traverse/certs"
 )
+
+// tlsConfig is the one tls.Config of the TURN TLS listeners and the
+// issuer's HTTPS: the certificate comes from m at each handshake, so a
+// renewed or reloaded one is served from the next handshake on.
+func tlsConfig(m *certs.Manager) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: m.GetCertificate,
+		// stun.turn is RFC 7443's; acme-tls/1 lets the CA validate
+		// TLS-ALPN-01 on the TURN port. No ALPN at all is served too.
+		NextProtos: []string{certs.ProtoTURN, certs.ProtoACMETLS},
+	}
+}
 
 // DevCertificate makes (once) a self-signed certificate for localhost and
 // the given IPs under dir, for `traverse serve --dev`, and returns the paths.

@@ -139,7 +139,7 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 			Now:        s.now,
 		}
 		if s.certs != nil {
-			ro.TLS = s.certs.TURNConfig()
+			ro.TLS = tlsConfig(s.certs)
 		}
 		if s.relay, err = relay.New(ro); err != nil {
 			return nil, err
@@ -183,7 +183,7 @@ func (s *Server) Serve(ctx context.Context) error {
 func serveHTTP(srv *http.Server, ln net.Listener, certs *certs.Manager) error {
 	var err error
 	if certs != nil {
-		srv.TLSConfig = certs.HTTPConfig()
+		srv.TLSConfig = tlsConfig(certs)
 		err = srv.ServeTLS(ln, "", "")
 	} else {
 		err = srv.Serve(ln)
