@@ -35,6 +35,12 @@ type running struct {
 }
 
 func startTraverse(t *testing.T, directory, rootsFile string) *running {
+	return startNode(t, directory, rootsFile, "")
+}
+
+// startNode starts traverse with its ACME storage in storage ("" for
+// data_dir/acme).
+func startNode(t *testing.T, directory, rootsFile, storage string) *running {
 	t.Helper()
 	c := config.Default()
 	c.DataDir = t.TempDir()
@@ -45,7 +51,7 @@ func startTraverse(t *testing.T, directory, rootsFile string) *running {
 	c.Relay.DrainTimeout = 0
 	c.Issuer.Enabled = false
 	c.Metrics.Listen = "127.0.0.1:0"
-	c.TLS.ACME = config.ACME{Domains: []string{domain}, CA: directory, CARoots: rootsFile, Email: "ops@traverse.test"}
+	c.TLS.ACME = config.ACME{Domains: []string{domain}, CA: directory, CARoots: rootsFile, Email: "ops@traverse.test", Storage: storage}
 	srv, err := server.New(context.Background(), server.Options{Config: c, Log: zaptest.NewLogger(t),
 		CertTimings: certs.Options{RetryInterval: 500 * time.Millisecond, RenewCheckInterval: time.Second}})
 	if err != nil {
@@ -254,5 +260,36 @@ func TestACMEDownAtStartup(t *testing.T) {
 	roundTrip(t, rcTLS, peer.LocalAddr(), "tls after the CA came back")
 	if bytes.Contains([]byte(body), []byte(secret)) {
 		t.Fatal("readyz leaks the secret")
+	}
+}
+
+// TestACMESharedStorageOrdersOnce: two nodes started together on one
+// storage directory order the certificate once, under certmagic's lock;
+// the CA validates against the first node's listener whichever node
+// ordered (the challenge is shared through the storage), and both serve
+// the same certificate.
+func TestACMESharedStorageOrdersOnce(t *testing.T) {
+	dirAddr := reserveAddr(t)
+	httpsCert, rootsFile := pebbleHTTPS(t)
+	storage := t.TempDir()
+	a := startNode(t, "https://"+dirAddr+"/dir", rootsFile, storage)
+	b := startNode(t, "https://"+dirAddr+"/dir", rootsFile, storage)
+	roots, issued := startPebbleCounting(t, dirAddr, httpsCert, a.tlsPort(t), 0)
+	a.waitReady(t)
+	b.waitReady(t)
+	if n := issued(); n != 1 {
+		t.Fatalf("pebble issued %d certificates for two nodes sharing storage, want 1", n)
+	}
+	var serials []string
+	for _, n := range []*running{a, b} {
+		c, err := dialTLS(t, n.tlsAddr(), roots, []string{certs.ProtoTURN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, serial(c))
+		_ = c.Close()
+	}
+	if serials[0] != serials[1] {
+		t.Fatalf("nodes serve %v, want one certificate", serials)
 	}
 }

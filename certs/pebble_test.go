@@ -1,6 +1,7 @@
 package certs_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -107,8 +108,16 @@ func pebbleHTTPS(t *testing.T) (tls.Certificate, string) {
 // TLS-ALPN-01 on tlsPort. validity is the certificate lifetime in seconds
 // (0: pebble's 90 days). It returns the roots issued certificates chain to.
 func startPebble(t *testing.T, addr string, cert tls.Certificate, tlsPort int, validity uint64) *x509.CertPool {
+	roots, _ := startPebbleCounting(t, addr, cert, tlsPort, validity)
+	return roots
+}
+
+// startPebbleCounting is startPebble that also returns how many
+// certificates pebble has issued so far.
+func startPebbleCounting(t *testing.T, addr string, cert tls.Certificate, tlsPort int, validity uint64) (*x509.CertPool, func() int64) {
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	logger := log.New(newTestWriter(t), "pebble ", 0)
+	w := newTestWriter(t)
+	logger := log.New(w, "pebble ", 0)
 	store := db.NewMemoryStore()
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {ValidityPeriod: validity}})
 	vauth := va.New(logger, 0, tlsPort, false, startDNS(t), store)
@@ -132,14 +141,15 @@ func startPebble(t *testing.T, addr string, cert tls.Certificate, tlsPort int, v
 
 	roots := x509.NewCertPool()
 	roots.AddCert(authority.GetRootCert(0).Cert)
-	return roots
+	return roots, w.issued.Load
 }
 
 // testWriter logs pebble's lines to the test until it ends (pebble's
-// goroutines may outlive it).
+// goroutines may outlive it), and counts the certificates it issued.
 type testWriter struct {
-	t    *testing.T
-	done atomic.Bool
+	t      *testing.T
+	done   atomic.Bool
+	issued atomic.Int64
 }
 
 func newTestWriter(t *testing.T) *testWriter {
@@ -149,6 +159,9 @@ func newTestWriter(t *testing.T) *testWriter {
 }
 
 func (w *testWriter) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("Issued certificate serial")) {
+		w.issued.Add(1)
+	}
 	if !w.done.Load() {
 		w.t.Logf("%s", b)
 	}
