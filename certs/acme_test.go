@@ -41,6 +41,12 @@ func startTraverse(t *testing.T, directory, rootsFile string) *running {
 // startNode starts traverse with its ACME storage in storage ("" for
 // data_dir/acme).
 func startNode(t *testing.T, directory, rootsFile, storage string) *running {
+	return startNodeWith(t, directory, rootsFile, func(c *config.Config) { c.TLS.ACME.Storage = storage })
+}
+
+// startNodeWith starts traverse with tls.acme on the directory, after mod
+// adjusts its config.
+func startNodeWith(t *testing.T, directory, rootsFile string, mod func(*config.Config)) *running {
 	t.Helper()
 	c := config.Default()
 	c.DataDir = t.TempDir()
@@ -51,7 +57,8 @@ func startNode(t *testing.T, directory, rootsFile, storage string) *running {
 	c.Relay.DrainTimeout = 0
 	c.Issuer.Enabled = false
 	c.Metrics.Listen = "127.0.0.1:0"
-	c.TLS.ACME = config.ACME{Domains: []string{domain}, CA: directory, CARoots: rootsFile, Email: "ops@traverse.test", Storage: storage}
+	c.TLS.ACME = config.ACME{Domains: []string{domain}, CA: directory, CARoots: rootsFile, Email: "ops@traverse.test"}
+	mod(&c)
 	srv, err := server.New(context.Background(), server.Options{Config: c, Log: zaptest.NewLogger(t),
 		CertTimings: certs.Options{RetryInterval: 500 * time.Millisecond, RenewCheckInterval: time.Second}})
 	if err != nil {
@@ -292,4 +299,20 @@ func TestACMESharedStorageOrdersOnce(t *testing.T) {
 	if serials[0] != serials[1] {
 		t.Fatalf("nodes serve %v, want one certificate", serials)
 	}
+}
+
+// TestACMEHTTP01WhenConfigured: with tls.acme.http_port set, traverse
+// answers HTTP-01 on that port. The CA is pointed at a closed TLS port so
+// that TLS-ALPN-01 cannot succeed and HTTP-01 must.
+func TestACMEHTTP01WhenConfigured(t *testing.T) {
+	dirAddr := reserveAddr(t)
+	httpsCert, rootsFile := pebbleHTTPS(t)
+	httpPort, err := strconv.Atoi(strings.Split(reserveAddr(t), ":")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedTLS, _ := strconv.Atoi(strings.Split(reserveAddr(t), ":")[1])
+	tr := startNodeWith(t, "https://"+dirAddr+"/dir", rootsFile, func(c *config.Config) { c.TLS.ACME.HTTPPort = httpPort })
+	startPebbleWithHTTP(t, dirAddr, httpsCert, closedTLS, httpPort)
+	tr.waitReady(t)
 }

@@ -115,12 +115,22 @@ func startPebble(t *testing.T, addr string, cert tls.Certificate, tlsPort int, v
 // startPebbleCounting is startPebble that also returns how many
 // certificates pebble has issued so far.
 func startPebbleCounting(t *testing.T, addr string, cert tls.Certificate, tlsPort int, validity uint64) (*x509.CertPool, func() int64) {
+	return startPebbleFull(t, addr, cert, tlsPort, 0, validity)
+}
+
+// startPebbleWithHTTP is startPebble validating HTTP-01 on httpPort too.
+func startPebbleWithHTTP(t *testing.T, addr string, cert tls.Certificate, tlsPort, httpPort int) *x509.CertPool {
+	roots, _ := startPebbleFull(t, addr, cert, tlsPort, httpPort, 0)
+	return roots
+}
+
+func startPebbleFull(t *testing.T, addr string, cert tls.Certificate, tlsPort, httpPort int, validity uint64) (*x509.CertPool, func() int64) {
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	w := newTestWriter(t)
 	logger := log.New(w, "pebble ", 0)
 	store := db.NewMemoryStore()
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {ValidityPeriod: validity}})
-	vauth := va.New(logger, 0, tlsPort, false, startDNS(t), store)
+	vauth := va.New(logger, httpPort, tlsPort, false, startDNS(t), store)
 	front := wfe.New(logger, store, vauth, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
 
 	var ln net.Listener
