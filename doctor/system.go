@@ -49,12 +49,15 @@ func checkListeners(r *Report, cfg config.Config, opts Options) {
 		switch {
 		case err == nil:
 			r.add(name, OK, "free: traverse can bind it")
-		case errors.Is(err, syscall.EACCES):
-			r.add(name, Fail, "permission denied: ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it)")
-		case errors.Is(err, syscall.EADDRINUSE):
-			if who := heldByTraverse(l.kind, l.addr, opts.Timeout); who != "" {
+		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EADDRINUSE):
+			// The kernel refuses an unprivileged bind below 1024 before it
+			// looks whether the port is taken: ask the holder either way.
+			switch who := heldByTraverse(l.kind, l.addr, opts.Timeout); {
+			case who != "":
 				r.add(name, OK, "held by traverse (%s)", who)
-			} else {
+			case errors.Is(err, syscall.EACCES):
+				r.add(name, Fail, "permission denied: ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it)")
+			default:
 				r.add(name, Fail, "in use by another process")
 			}
 		default:
