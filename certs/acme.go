@@ -152,4 +152,14 @@ func (s *acmeSource) missing() string {
 	return msg
 }
 
+func (s *acmeSource) notAfter() time.Time {
+	var end time.Time
+	for _, c := range s.cache.AllMatchingCertificates(s.domains[0]) {
+		if c.Leaf != nil && c.Leaf.NotAfter.After(end) {
+			end = c.Leaf.NotAfter
+		}
+	}
+	return end
+}
+
 func (s *acmeSource) close() { s.cache.Stop() }

@@ -100,6 +100,28 @@ func (r *running) readyz(t *testing.T) (int, string) {
 	return res.StatusCode, string(b)
 }
 
+// metric reads one unlabelled series from /metrics.
+func (r *running) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	res, err := http.Get(r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
+}
+
 // waitReady polls /readyz until 200; ACME issuance takes a few seconds.
 func (r *running) waitReady(t *testing.T) {
 	t.Helper()
@@ -224,6 +246,9 @@ func TestACMEIssueRenewKeepAllocation(t *testing.T) {
 	if code, body := tr.readyz(t); code != http.StatusOK {
 		t.Fatalf("readyz after renewal: %d %s", code, body)
 	}
+	if m := tr.metric(t, "traverse_tls_certificate_expiry_timestamp_seconds"); m < float64(time.Now().Unix()) {
+		t.Fatalf("certificate expiry metric %v is in the past after renewal", m)
+	}
 }
 
 // TestACMEDownAtStartup: with the CA unreachable the relay serves UDP and
@@ -248,6 +273,9 @@ func TestACMEDownAtStartup(t *testing.T) {
 	_, rcTCP := allocate(t, turn.NewSTUNConn(tcp), tr.srv.Relay().Addrs().TCP[0].String())
 	roundTrip(t, rcTCP, peer.LocalAddr(), "tcp while the CA is down")
 
+	if m := tr.metric(t, "traverse_tls_certificate_expiry_timestamp_seconds"); m != 0 {
+		t.Fatalf("certificate expiry metric %v without a certificate", m)
+	}
 	code, body := tr.readyz(t)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no certificate yet for "+domain) {
 		t.Fatalf("readyz while the CA is down: %d %q", code, body)

@@ -126,6 +126,18 @@ func (m *Manager) Missing() string {
 	return ""
 }
 
+// NotAfter is the end of the served certificate's validity, or the zero
+// time while there is none.
+func (m *Manager) NotAfter() time.Time {
+	if m.acme != nil {
+		return m.acme.notAfter()
+	}
+	if c := m.files.current(); c != nil && c.Leaf != nil {
+		return c.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
 // Reload re-reads the certificate files now (SIGHUP, or new paths). ACME
 // settings need a restart; Reload ignores them.
 func (m *Manager) Reload(t config.TLS) error {

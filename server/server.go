@@ -108,6 +108,15 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		if s.certs, err = certs.New(co); err != nil {
 			return nil, err
 		}
+		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "traverse_tls_certificate_expiry_timestamp_seconds",
+			Help: "End of the served TLS certificate's validity (Unix time); 0 while there is none.",
+		}, func() float64 {
+			if t := s.certs.NotAfter(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+			return 0
+		}))
 	}
 	if cfg.Relay.Enabled && cfg.Relay.PublicIP == config.PublicIPAuto {
 		if cfg.Relay.PublicIP, err = s.detectPublicIP(ctx, cfg.Relay); err != nil {
