@@ -198,7 +198,8 @@ func TestACMEIssueRenewKeepAllocation(t *testing.T) {
 	dirAddr := reserveAddr(t)
 	httpsCert, rootsFile := pebbleHTTPS(t)
 	tr := startTraverse(t, "https://"+dirAddr+"/dir", rootsFile)
-	roots := startPebble(t, dirAddr, httpsCert, tr.tlsPort(t), 20) // 20-second certificates
+	// 45-second certificates: renewal starts with 15 s left, a margin for a loaded machine.
+	roots := startPebble(t, dirAddr, httpsCert, tr.tlsPort(t), 45)
 	tr.waitReady(t)
 
 	peer := testnet.EchoPeer(t, "udp4", "127.0.0.1:0")
