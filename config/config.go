@@ -18,6 +18,11 @@ import (
 // EnvConfig names the environment variable that points at the config file.
 const EnvConfig = "TRAVERSE_CONFIG"
 
+// EnvDataDir, when set, replaces the default data_dir (a data_dir in the
+// file still wins): the systemd unit and the container image point it at
+// /var/lib/traverse.
+const EnvDataDir = "TRAVERSE_DATA_DIR"
+
 // EnvSecrets, when set, replaces auth.secrets with a comma-separated list, so a
 // secret can come from a container's environment instead of a file.
 const EnvSecrets = "TRAVERSE_AUTH_SECRETS"
@@ -28,7 +33,8 @@ type Config struct {
 	// Realm is the TURN realm sent in 401 responses. Default "traverse".
 	Realm string `yaml:"realm"`
 	// DataDir holds the embedded database, its encryption key and, with --dev,
-	// the generated secret and self-signed certificate. Default "./traverse-data".
+	// the generated secret and self-signed certificate. Default "./traverse-data",
+	// or $TRAVERSE_DATA_DIR when set.
 	DataDir string `yaml:"data_dir"`
 
 	Listen  Listen  `yaml:"listen"`
@@ -54,14 +60,47 @@ type Listen struct {
 	TLS []string `yaml:"tls"`
 }
 
-// TLS names the PEM files for TURN over TLS and for the issuer's HTTPS.
+// TLS names the certificate for TURN over TLS and for the issuer's HTTPS:
+// PEM files (reloaded when they change on disk) or ACME.
 type TLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// ACME obtains and renews the certificate automatically. Used when
+	// acme.domains is set; cert/key must then be empty.
+	ACME ACME `yaml:"acme"`
 }
 
-// Enabled reports whether a certificate is configured.
-func (t TLS) Enabled() bool { return t.Cert != "" && t.Key != "" }
+// Enabled reports whether a certificate is configured (files or ACME).
+func (t TLS) Enabled() bool { return (t.Cert != "" && t.Key != "") || t.ACME.Enabled() }
+
+// ACME configures automatic certificates (Let's Encrypt or any ACME CA).
+type ACME struct {
+	// Domains are the names on the certificate; the first is served to
+	// clients that send no SNI. Empty turns ACME off.
+	Domains []string `yaml:"domains"`
+	// Email is the ACME account contact. Optional.
+	Email string `yaml:"email"`
+	// CA is the ACME directory URL. Default Let's Encrypt production.
+	CA string `yaml:"ca"`
+	// CARoots is a PEM file of roots to trust for the CA's directory (a
+	// private CA such as step-ca or Pebble). Default: the system roots.
+	CARoots string `yaml:"ca_roots"`
+	// Storage is the directory for account keys, certificates and locks.
+	// Default "<data_dir>/acme". Nodes sharing it order each certificate once.
+	Storage string `yaml:"storage"`
+	// HTTPPort, when set, also answers HTTP-01 on this port (80 usually).
+	// Default 0: TLS-ALPN-01 only, on the TURN TLS listener.
+	HTTPPort int `yaml:"http_port"`
+}
+
+// Enabled reports whether ACME is configured.
+func (a ACME) Enabled() bool { return len(a.Domains) > 0 }
+
+// LetsEncrypt is the default ACME directory.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
+// PublicIPAuto asks relay.public_ip_stun for the relay's public address.
+const PublicIPAuto = "auto"
 
 // Auth configures TURN authentication.
 type Auth struct {
@@ -94,8 +133,13 @@ type Relay struct {
 	Enabled bool `yaml:"enabled"`
 	// PublicIP is advertised in XOR-RELAYED-ADDRESS (the VM's public IPv4
 	// behind 1:1 NAT). Default: bind_ip when it is specific, else the first
-	// global IPv4 of the host.
+	// global IPv4 of the host. "auto" asks the public_ip_stun servers at
+	// start-up and on SIGHUP.
 	PublicIP string `yaml:"public_ip"`
+	// PublicIPSTUN are the STUN servers ("host:port") asked when public_ip is
+	// "auto"; they must all agree. Default stun.l.google.com:19302 and
+	// stun.cloudflare.com:3478.
+	PublicIPSTUN []string `yaml:"public_ip_stun"`
 	// BindIP is where relay sockets are bound. Default "0.0.0.0".
 	BindIP string `yaml:"bind_ip"`
 	// Ports is the relay port range. Default 49152-65535.
@@ -203,6 +247,7 @@ func Default() Config {
 			TCP: []string{"0.0.0.0:3478"},
 			TLS: []string{"0.0.0.0:443", "0.0.0.0:5349"},
 		},
+		TLS: TLS{ACME: ACME{CA: LetsEncrypt}},
 		Auth: Auth{
 			MaxTTL:    24 * time.Hour,
 			ClockSkew: 30 * time.Second,
@@ -210,6 +255,7 @@ func Default() Config {
 		Relay: Relay{
 			Enabled:      true,
 			BindIP:       "0.0.0.0",
+			PublicIPSTUN: []string{"stun.l.google.com:19302", "stun.cloudflare.com:3478"},
 			Ports:        PortRange{Min: 49152, Max: 65535},
 			Quota:        Quota{PerUser: 10},
 			DrainTimeout: 10 * time.Second,
@@ -229,6 +275,9 @@ func Default() Config {
 // validate: call Validate.
 func Load(path string) (Config, error) {
 	cfg := Default()
+	if v := os.Getenv(EnvDataDir); v != "" {
+		cfg.DataDir = v
+	}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {

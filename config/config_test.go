@@ -44,6 +44,12 @@ func TestValidateTable(t *testing.T) {
 		{"bad deny cidr", func(c *Config) { c.Relay.Peers.Deny = []string{"ok", "1.2.3.4"} }, []string{"relay.peers.deny[0]"}},
 		{"bad udp listen", func(c *Config) { c.Listen.UDP = []string{"3478"} }, []string{"listen.udp[0]"}},
 		{"tls half", func(c *Config) { c.TLS.Cert = "a.pem" }, []string{"tls"}},
+		{"acme and files", func(c *Config) { c.TLS.Cert, c.TLS.Key = "a", "b"; c.TLS.ACME.Domains = []string{"t.example.com"} }, []string{"tls.acme"}},
+		{"acme ip domain", func(c *Config) { c.TLS.ACME.Domains = []string{"203.0.113.1"} }, []string{"tls.acme.domains[0]"}},
+		{"acme bad ca", func(c *Config) { c.TLS.ACME.Domains = []string{"t.example.com"}; c.TLS.ACME.CA = "letsencrypt" }, []string{"tls.acme.ca"}},
+		{"acme no tls listener", func(c *Config) { c.TLS.ACME.Domains = []string{"t.example.com"}; c.Listen.TLS = nil }, []string{"tls.acme"}},
+		{"auto ip without stun", func(c *Config) { c.Relay.PublicIP = "auto"; c.Relay.PublicIPSTUN = nil }, []string{"relay.public_ip_stun"}},
+		{"stun server without port", func(c *Config) { c.Relay.PublicIPSTUN = []string{"stun.example.com"} }, []string{"relay.public_ip_stun[0]"}},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, []string{"log.level"}},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, []string{"log.format"}},
 		{"dsn", func(c *Config) { c.Store.DSN = "mysql://u:pw@h/db" }, []string{"store.dsn"}},
@@ -136,5 +142,22 @@ func TestLoadEmptyFileIsDefaults(t *testing.T) {
 	c, err := Load(p)
 	if err != nil || c.Realm != "traverse" {
 		t.Fatalf("%v %v", c.Realm, err)
+	}
+}
+
+// TestDataDirFromEnvironment: $TRAVERSE_DATA_DIR is the default data_dir
+// (the container image and the systemd unit set it); the file still wins.
+func TestDataDirFromEnvironment(t *testing.T) {
+	t.Setenv(EnvDataDir, "/var/lib/traverse")
+	cfg, err := Load("")
+	if err != nil || cfg.DataDir != "/var/lib/traverse" {
+		t.Fatalf("data_dir = %q, %v", cfg.DataDir, err)
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("data_dir: /srv/traverse\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = Load(path); err != nil || cfg.DataDir != "/srv/traverse" {
+		t.Fatalf("data_dir = %q, %v", cfg.DataDir, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,7 @@ func (c Config) Validate() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		add("tls", "cert and key must be set together")
 	}
+	c.TLS.ACME.validate(add, c.TLS.Cert != "" || c.TLS.Key != "", len(c.Listen.TLS) > 0)
 
 	// Auth.
 	if len(c.Auth.Secrets) == 0 && len(c.Auth.Users) == 0 {
@@ -90,7 +92,11 @@ func (c Config) Validate() error {
 	}
 
 	// Relay.
-	if c.Relay.PublicIP != "" {
+	if c.Relay.PublicIP == PublicIPAuto {
+		if len(c.Relay.PublicIPSTUN) == 0 {
+			add("relay.public_ip_stun", "public_ip is auto: list at least one STUN server")
+		}
+	} else if c.Relay.PublicIP != "" {
 		if ip, err := netip.ParseAddr(c.Relay.PublicIP); err != nil || !ip.Is4() {
 			add("relay.public_ip", "must be an IPv4 address (got %q)", c.Relay.PublicIP)
 		}
@@ -107,6 +113,11 @@ func (c Config) Validate() error {
 	}
 	if pr.Min > pr.Max {
 		add("relay.ports", "min %d is above max %d", pr.Min, pr.Max)
+	}
+	for i, a := range c.Relay.PublicIPSTUN {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" || port == "0" {
+			add(fmt.Sprintf("relay.public_ip_stun[%d]", i), "must be host:port (got %q)", a)
+		}
 	}
 	for i, s := range c.Relay.Peers.Allow {
 		if _, err := ParsePrefix(s); err != nil {
@@ -187,6 +198,32 @@ func (c Config) Validate() error {
 		return nil
 	}
 	return p
+}
+
+func (a ACME) validate(add func(path, format string, args ...any), files, tlsListeners bool) {
+	if !a.Enabled() {
+		return
+	}
+	if files {
+		add("tls.acme", "set either tls.cert/tls.key or tls.acme.domains, not both")
+	}
+	if !tlsListeners {
+		add("tls.acme", "TLS-ALPN-01 is answered on the TURN TLS listener: listen.tls must not be empty")
+	}
+	for i, d := range a.Domains {
+		if d == "" || strings.ContainsAny(d, "/: ") || net.ParseIP(d) != nil {
+			add(fmt.Sprintf("tls.acme.domains[%d]", i), "must be a DNS name (got %q)", d)
+		}
+	}
+	if u, err := url.Parse(a.CA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		add("tls.acme.ca", "must be an ACME directory URL (got %q)", a.CA)
+	}
+	if a.Email != "" && !strings.Contains(a.Email, "@") {
+		add("tls.acme.email", "must be an email address (got %q)", a.Email)
+	}
+	if a.HTTPPort < 0 || a.HTTPPort > 65535 {
+		add("tls.acme.http_port", "must be 0 (off) or a port (got %d)", a.HTTPPort)
+	}
 }
 
 func checkHostPort(add func(path, format string, args ...any), path, addr string) {

@@ -8,36 +8,25 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
+
+	"github.com/traverse/traverse/certs"
 )
 
-// certStore serves the current certificate to TLS handshakes, so SIGHUP can
-// swap it without touching listeners.
-type certStore struct {
-	cert atomic.Pointer[tls.Certificate]
-}
-
-func (c *certStore) load(certFile, keyFile string) error {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return fmt.Errorf("tls: load %s and %s: %w", certFile, keyFile, err)
-	}
-	c.cert.Store(&cert)
-	return nil
-}
-
-func (c *certStore) tlsConfig() *tls.Config {
+// tlsConfig is the one tls.Config of the TURN TLS listeners and the
+// issuer's HTTPS: the certificate comes from m at each handshake, so a
+// renewed or reloaded one is served from the next handshake on.
+func tlsConfig(m *certs.Manager) *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return c.cert.Load(), nil
-		},
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: m.GetCertificate,
+		// stun.turn is RFC 7443's; acme-tls/1 lets the CA validate
+		// TLS-ALPN-01 on the TURN port. No ALPN at all is served too.
+		NextProtos: []string{certs.ProtoTURN, certs.ProtoACMETLS},
 	}
 }
 

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -43,7 +41,7 @@ func newConsole(s *Server, svc *issuer.Service, cfg config.Config) (*console.Con
 		Now:        s.now,
 	}
 	if s.certs != nil {
-		opts.Certificates = fileCertificates{s}
+		opts.Certificates = servedCertificates{s}
 	}
 	// Usage stays nil until the usage service exists: the page says so.
 	return console.New(opts)
@@ -223,31 +221,30 @@ func (s *Server) nodeName() string {
 	return h
 }
 
-// fileCertificates is the certificate loaded from tls.cert (reloaded on SIGHUP).
-type fileCertificates struct{ s *Server }
+// servedCertificates is the certificate the TLS listeners serve (files or ACME).
+type servedCertificates struct{ s *Server }
 
-func (f fileCertificates) Certificates(context.Context) ([]console.Certificate, error) {
-	cert := f.s.certs.cert.Load()
-	if cert == nil || len(cert.Certificate) == 0 {
+func (f servedCertificates) Certificates(context.Context) ([]console.Certificate, error) {
+	if f.s.certs == nil {
 		return nil, nil
 	}
-	leaf := cert.Leaf
+	leaf := f.s.certs.Leaf()
 	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("parse the serving certificate: %w", err)
-		}
+		return nil, nil
 	}
 	names := append([]string{}, leaf.DNSNames...)
 	for _, ip := range leaf.IPAddresses {
 		names = append(names, ip.String())
 	}
 	f.s.mu.Lock()
-	file := f.s.cfg.TLS.Cert
+	source := "file " + f.s.cfg.TLS.Cert
 	f.s.mu.Unlock()
+	if f.s.certs.ACME() {
+		source = "ACME"
+	}
 	return []console.Certificate{{
 		Subject: leaf.Subject.CommonName, Names: names, Issuer: leaf.Issuer.CommonName,
-		Source: "file " + file, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+		Source: source, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
 	}}, nil
 }
 

@@ -22,8 +22,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/certs"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/internal/pionlog"
+	"github.com/traverse/traverse/publicip"
 	"github.com/traverse/traverse/relay"
 )
 
@@ -35,6 +37,11 @@ type Options struct {
 	Level *zap.AtomicLevel
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// CertTimings, when set, overrides the certificate poll, ACME retry and
+	// renewal-check intervals (tests); its other fields are ignored.
+	CertTimings certs.Options
+	// STUNTimeout bounds relay.public_ip: auto detection; 0 means 5s.
+	STUNTimeout time.Duration
 }
 
 // Server is a running traverse process.
@@ -49,10 +56,13 @@ type Server struct {
 	// uris memoizes ICEURIs (the issuer asks on every token) until a reload.
 	uris []string
 
-	certs   *certStore
-	secrets atomic.Pointer[auth.Secrets]
-	relay   *relay.Server
-	issuer  *issuerPart
+	certs *certs.Manager
+	// ipSource names the STUN servers that gave relay.public_ip: auto.
+	ipSource    atomic.Pointer[string]
+	stunTimeout time.Duration
+	secrets     atomic.Pointer[auth.Secrets]
+	relay       *relay.Server
+	issuer      *issuerPart
 
 	metricsLn  net.Listener
 	metricsSrv *http.Server
@@ -81,6 +91,8 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		now:      opts.Now,
 		cfg:      cfg,
 		serveErr: make(chan error, 4),
+
+		stunTimeout: opts.STUNTimeout,
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.secrets.Store(auth.NewSecrets(cfg.Auth.Secrets))
@@ -91,10 +103,26 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 	}()
 
 	if cfg.TLS.Enabled() {
-		s.certs = &certStore{}
-		if err := s.certs.load(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+		co := opts.CertTimings
+		co.TLS, co.DataDir, co.Log = cfg.TLS, cfg.DataDir, s.log.Named("certs")
+		if s.certs, err = certs.New(co); err != nil {
 			return nil, err
 		}
+		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "traverse_tls_certificate_expiry_timestamp_seconds",
+			Help: "End of the served TLS certificate's validity (Unix time); 0 while there is none.",
+		}, func() float64 {
+			if t := s.certs.NotAfter(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+			return 0
+		}))
+	}
+	if cfg.Relay.Enabled && cfg.Relay.PublicIP == config.PublicIPAuto {
+		if cfg.Relay.PublicIP, err = s.detectPublicIP(ctx, cfg.Relay); err != nil {
+			return nil, err
+		}
+		s.cfg = cfg // the running config holds the address, so a reload sees a change
 	}
 
 	var admin []netip.AddrPort
@@ -120,11 +148,20 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 			Now:        s.now,
 		}
 		if s.certs != nil {
-			ro.TLS = s.certs.tlsConfig()
+			ro.TLS = tlsConfig(s.certs)
 		}
 		if s.relay, err = relay.New(ro); err != nil {
 			return nil, err
 		}
+	}
+	if s.certs != nil {
+		// After the relay has bound its TLS listeners: ACME answers
+		// TLS-ALPN-01 on one of them.
+		alpn := ""
+		if s.relay != nil {
+			alpn = alpnAddr(s.relay.Addrs().TLS)
+		}
+		s.certs.Start(alpn)
 	}
 	return s, nil
 }
@@ -152,10 +189,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-func serveHTTP(srv *http.Server, ln net.Listener, certs *certStore) error {
+func serveHTTP(srv *http.Server, ln net.Listener, certs *certs.Manager) error {
 	var err error
 	if certs != nil {
-		srv.TLSConfig = certs.tlsConfig()
+		srv.TLSConfig = tlsConfig(certs)
 		err = srv.ServeTLS(ln, "", "")
 	} else {
 		err = srv.Serve(ln)
@@ -200,6 +237,9 @@ func (s *Server) closeAll() {
 		if s.relay != nil {
 			_ = s.relay.Close()
 		}
+		if s.certs != nil {
+			s.certs.Close()
+		}
 		s.log.Info("stopped")
 	})
 }
@@ -216,9 +256,16 @@ func (s *Server) Reload(cfg config.Config) ([]string, error) {
 	defer s.mu.Unlock()
 	old := s.cfg
 	if cfg.TLS.Enabled() && s.certs != nil {
-		if err := s.certs.load(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+		if err := s.certs.Reload(cfg.TLS); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.Relay.PublicIP == config.PublicIPAuto {
+		ip, err := s.detectPublicIP(context.Background(), cfg.Relay)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Relay.PublicIP = ip
 	}
 	var restart []string
 	if s.relay != nil {
@@ -274,6 +321,13 @@ func (s *Server) metricsHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if s.certs != nil {
+			// UDP and TCP serve meanwhile; the body says what TLS lacks.
+			if m := s.certs.Missing(); m != "" {
+				http.Error(w, "not ready: "+m, http.StatusServiceUnavailable)
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
@@ -291,6 +345,7 @@ func (s *Server) logStarted() {
 		fields = append(fields,
 			zap.Stringers("udp", a.UDP), zap.Stringers("tcp", a.TCP), zap.Stringers("tls", a.TLS),
 			zap.Stringer("relay_ip", s.relay.PublicIP()),
+			zap.String("relay_ip_source", s.publicIPSource(cfg.Relay)),
 			zap.String("relay_ports", strconv.Itoa(cfg.Relay.Ports.Min)+"-"+strconv.Itoa(cfg.Relay.Ports.Max)))
 	}
 	if s.issuer != nil {
@@ -301,10 +356,10 @@ func (s *Server) logStarted() {
 	}
 	s.log.Info("traverse started", fields...)
 	if s.relay != nil && s.certs == nil && len(cfg.Listen.TLS) > 0 {
-		s.log.Info("tls listeners off: set tls.cert and tls.key to serve turns: on " + fmt.Sprint(cfg.Listen.TLS))
+		s.log.Info("tls listeners off: set tls.cert and tls.key (or tls.acme) to serve turns: on " + fmt.Sprint(cfg.Listen.TLS))
 	}
 	s.warnLoopbackPeers(cfg)
-	if s.relay != nil && cfg.Relay.PublicIP == "" {
+	if s.relay != nil && cfg.Relay.PublicIP == "" && cfg.Relay.BindIP == "0.0.0.0" {
 		s.log.Info("relay.public_ip not set: advertising " + s.relay.PublicIP().String() + "; set it when behind NAT")
 	}
 }
@@ -343,6 +398,9 @@ func (s *Server) iceURIs(cfg config.Config) []string {
 		return cfg.Issuer.ICEServers
 	}
 	host := cfg.Issuer.PublicHost
+	if host == "" && cfg.TLS.ACME.Enabled() {
+		host = cfg.TLS.ACME.Domains[0] // the name on the certificate
+	}
 	if host == "" && s.relay != nil {
 		host = s.relay.PublicIP().String()
 	}
@@ -380,6 +438,18 @@ func preferredTLSPort(addrs []string) int {
 	return firstPort(addrs)
 }
 
+// alpnAddr is the TLS listener that answers TLS-ALPN-01: the one on 443
+// (where a CA connects) when bound, else the first.
+func alpnAddr(addrs []net.Addr) string {
+	p := preferredTLSPort(addrStrings(addrs))
+	for _, a := range addrs {
+		if boundPort([]net.Addr{a}) == p {
+			return a.String()
+		}
+	}
+	return ""
+}
+
 func boundPort(addrs []net.Addr) int {
 	if len(addrs) == 0 {
 		return 0
@@ -402,6 +472,17 @@ func ConfigURIs(cfg config.Config) []string {
 		return cfg.Issuer.ICEServers
 	}
 	host := cfg.Issuer.PublicHost
+	if host == "" && cfg.TLS.ACME.Enabled() {
+		host = cfg.TLS.ACME.Domains[0]
+	}
+	if host == "" && cfg.Relay.PublicIP == config.PublicIPAuto {
+		// What the running server advertises; else the host's own address.
+		ip, _, err := publicip.Detect(context.Background(), cfg.Relay.BindIP, cfg.Relay.PublicIPSTUN, 0)
+		cfg.Relay.PublicIP = ""
+		if err == nil {
+			host = ip.String()
+		}
+	}
 	if host == "" {
 		if ip, err := relay.PublicIP(cfg.Relay); err == nil {
 			host = ip.String()
