@@ -82,6 +82,7 @@ type Server struct {
 	draining    atomic.Bool
 	signed      signedRequests
 	refusals    refusals
+	nonces      *nonces
 	allocs      *allocTable
 
 	relaysMu sync.Mutex
@@ -126,6 +127,9 @@ func New(opts Options) (_ *Server, err error) {
 		portPool: newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
 		bindIP:   net.ParseIP(cfg.Relay.BindIP),
 		allocs:   newAllocTable(),
+		signed:   newSignedRequests(),
+		refusals: newRefusals(),
+		nonces:   newNonces(),
 		relays:   map[netip.AddrPort]*relayConn{},
 		routes:   routeTable{m: map[clientKey]*relayConn{}},
 
