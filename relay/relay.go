@@ -224,7 +224,7 @@ func New(opts Options) (_ *Server, err error) {
 	for i := range lcs {
 		var tc *tls.Config
 		if i >= tlsStart {
-			tc = opts.TLS
+			tc = turnTLSConfig(opts.TLS)
 		}
 		sl := newStreamListener(s, lcs[i].Listener, tc)
 		lcs[i].Listener = sl
