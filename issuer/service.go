@@ -12,13 +12,16 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/internal/keyrate"
 	"github.com/traverse/traverse/store"
 )
 
@@ -53,6 +56,16 @@ func (e *ParamError) Error() string { return e.Message }
 
 // Unwrap makes a ParamError match ErrInvalidParameter.
 func (e *ParamError) Unwrap() error { return ErrInvalidParameter }
+
+// Failed authentications allowed per client (IPv6 by /64): failRate a
+// second, in bursts of failBurst. A client over it gets 429 until its bucket
+// refills; successful requests never spend from it. failTableSize bounds the
+// memory.
+const (
+	failRate      = rate.Limit(10)
+	failBurst     = 20
+	failTableSize = 10000
+)
 
 // Token TTL bounds, as Twilio's.
 const (
@@ -96,7 +109,7 @@ type Service struct {
 	log     *zap.Logger
 	now     func() time.Time
 	metrics *metrics
-	fails   *failLimiter
+	fails   *keyrate.Limiter[netip.Addr] // failed authentications per client source
 	cors    corsPolicy
 }
 
@@ -137,7 +150,7 @@ func New(opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.metrics = m
-	s.fails = newFailLimiter(failRate, failBurst, failTableSize)
+	s.fails = keyrate.New[netip.Addr](failRate, failBurst, failTableSize)
 	s.cors = newCORSPolicy(opts.CORSOrigins)
 	return s, nil
 }

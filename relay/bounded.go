@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/traverse/traverse/internal/keyrate"
 )
 
 // boundedMap is a small cache for the relay's per-client notes (the signed
@@ -136,20 +138,12 @@ func sourceOfKey(key string) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return sourcePrefix(ap.Addr())
+	return keyrate.Source(ap.Addr())
 }
 
 // sourceOf is a client address's source: its IP, an IPv6 address cut to its
 // /64 (one host, or one office, usually holds a whole /64).
 func sourceOf(a net.Addr) netip.Addr {
-	return sourcePrefix(addrPort(a).Addr())
+	return keyrate.Source(addrPort(a).Addr())
 }
 
-func sourcePrefix(ip netip.Addr) netip.Addr {
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.Addr()
-	}
-	return ip
-}

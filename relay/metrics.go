@@ -12,10 +12,11 @@ const (
 	AuthUnknownUser   = "unknown_user"
 	AuthOwnerMismatch = "owner_mismatch"
 	AuthWrongRealm    = "wrong_realm"
+	AuthRateLimited   = "rate_limited"
 )
 
 var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFuture, AuthMalformed,
-	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm}
+	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm, AuthRateLimited}
 
 // metrics are the relay's Prometheus series. No username is ever a label.
 type metrics struct {

@@ -22,9 +22,11 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/keyrate"
 )
 
 // Options are what New needs beyond the config.
@@ -83,6 +85,8 @@ type Server struct {
 	signed      signedRequests
 	refusals    refusals
 	nonces      *nonces
+	guesses     *keyrate.Limiter[netip.Addr] // failed authentications per source
+	guessWarn   *keyrate.Limiter[netip.Addr] // one warning a minute per source
 	allocs      *allocTable
 
 	relaysMu sync.Mutex
@@ -124,14 +128,16 @@ func New(opts Options) (_ *Server, err error) {
 		realm:   cfg.Realm,
 		ports:   cfg.Relay.Ports,
 
-		portPool: newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
-		bindIP:   net.ParseIP(cfg.Relay.BindIP),
-		allocs:   newAllocTable(),
-		signed:   newSignedRequests(),
-		refusals: newRefusals(),
-		nonces:   newNonces(),
-		relays:   map[netip.AddrPort]*relayConn{},
-		routes:   routeTable{m: map[clientKey]*relayConn{}},
+		portPool:  newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
+		bindIP:    net.ParseIP(cfg.Relay.BindIP),
+		allocs:    newAllocTable(),
+		signed:    newSignedRequests(),
+		refusals:  newRefusals(),
+		nonces:    newNonces(),
+		guesses:   keyrate.New[netip.Addr](guessRate, guessBurst, guessTableSize),
+		guessWarn: keyrate.New[netip.Addr](rate.Every(guessWarnEvery), 1, guessTableSize),
+		relays:    map[netip.AddrPort]*relayConn{},
+		routes:    routeTable{m: map[clientKey]*relayConn{}},
 
 		udpGroups: map[netip.AddrPort][]*udpListener{},
 		stop:      make(chan struct{}),
