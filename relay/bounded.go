@@ -146,4 +146,3 @@ func sourceOfKey(key string) netip.Addr {
 func sourceOf(a net.Addr) netip.Addr {
 	return keyrate.Source(addrPort(a).Addr())
 }
-

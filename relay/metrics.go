@@ -20,20 +20,24 @@ var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFutur
 
 // metrics are the relay's Prometheus series. No username is ever a label.
 type metrics struct {
-	allocationsActive  prometheus.Gauge
-	allocationsCreated *prometheus.CounterVec // transport
-	permissionsActive  prometheus.Gauge
-	channelsActive     prometheus.Gauge
-	auth               *prometheus.CounterVec // result
-	peerDenied         *prometheus.CounterVec // reason
-	quotaRejected      *prometheus.CounterVec // kind
-	bytes              *prometheus.CounterVec // direction
-	packets            *prometheus.CounterVec // direction
-	bandwidthDropped   *prometheus.CounterVec // direction
-	expiredTornDown    prometheus.Counter
-	tlsHandshakeFailed prometheus.Counter
-	streamRejected     prometheus.Counter
-	dropped            *prometheus.CounterVec // reason
+	allocationsActive   prometheus.Gauge
+	allocationsCreated  *prometheus.CounterVec // transport
+	permissionsActive   prometheus.Gauge
+	channelsActive      prometheus.Gauge
+	auth                *prometheus.CounterVec // result
+	peerDenied          *prometheus.CounterVec // reason
+	quotaRejected       *prometheus.CounterVec // kind
+	bytes               *prometheus.CounterVec // direction
+	packets             *prometheus.CounterVec // direction
+	bandwidthDropped    *prometheus.CounterVec // direction
+	expiredTornDown     prometheus.Counter
+	tlsHandshakeFailed  prometheus.Counter
+	streamRejected      prometheus.Counter
+	streamPerIPRejected prometheus.Counter
+	streamPressure      prometheus.Counter
+	acceptErrors        *prometheus.CounterVec // transport
+	listenersStopped    prometheus.Counter
+	dropped             *prometheus.CounterVec // reason
 
 	// Hot-path children resolved once.
 	bytesToPeer, bytesFromPeer     prometheus.Counter
@@ -86,6 +90,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
 		streamRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_stream_connections_rejected_total", Help: "TCP/TLS connections closed at accept because the listener was full."}),
+		streamPerIPRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_stream_pending_per_ip_rejected_total", Help: "TCP/TLS connections closed at accept because their source already held relay.limits.pending_per_ip unauthenticated ones."}),
+		streamPressure: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_stream_pressure_accepts_total", Help: "TCP/TLS connections accepted while their listener was over 75% full, given the short unauthenticated timeout."}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_accept_errors_total", Help: "Failed accepts on TCP/TLS listeners (out of descriptors, say), each followed by a backoff and a retry, by transport."},
+			[]string{"transport"}),
+		listenersStopped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_listeners_stopped_total", Help: "TCP/TLS listeners that stopped accepting for good; /readyz answers 503 naming them."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_relay_dropped_packets_total",
 			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind)."},
@@ -103,6 +116,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, t := range []string{"udp", "tcp", "tls"} {
 		m.allocationsCreated.WithLabelValues(t)
 	}
+	for _, t := range []string{"tcp", "tls"} {
+		m.acceptErrors.WithLabelValues(t)
+	}
 	m.bytesToPeer, m.bytesFromPeer = m.bytes.WithLabelValues(dirToPeer), m.bytes.WithLabelValues(dirFromPeer)
 	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
 	m.droppedToPeer, m.droppedFromPeer = m.bandwidthDropped.WithLabelValues(dirToPeer), m.bandwidthDropped.WithLabelValues(dirFromPeer)
@@ -113,7 +129,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.dropped)
+			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.dropped,
+			m.streamPerIPRejected, m.streamPressure, m.acceptErrors, m.listenersStopped)
 	}
 	return m
 }

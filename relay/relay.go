@@ -62,7 +62,9 @@ type state struct {
 	peers        *PeerPolicy
 	quotaPerUser int
 	quotaTotal   int
+	quotaAccount int
 	bandwidth    int64
+	pendingPerIP int
 }
 
 // Server is a running relay.
@@ -101,6 +103,11 @@ type Server struct {
 
 	// maxStreamConns bounds each TCP/TLS listener's open connections.
 	maxStreamConns int
+	// pending counts each source's connections that have not allocated.
+	pending *pendingTable
+	// dead names the stream listeners whose accept loop stopped.
+	deadMu sync.Mutex
+	dead   map[string]string
 
 	turn     *turn.Server
 	addrs    Addrs
@@ -143,6 +150,8 @@ func New(opts Options) (_ *Server, err error) {
 		stop:      make(chan struct{}),
 
 		maxStreamConns: maxStreamConns,
+		pending:        newPendingTable(),
+		dead:           map[string]string{},
 	}
 	defer func() {
 		if err != nil {
@@ -225,6 +234,8 @@ func New(opts Options) (_ *Server, err error) {
 	}
 	s.setState(st)
 
+	s.checkFDLimit(fdNeed(cfg, len(lcs), s.maxStreamConns))
+
 	// Wrap the stream listeners only now: their accept loops start at once.
 	tlsStart := len(lcs) - len(s.addrs.TLS)
 	for i := range lcs {
@@ -281,6 +292,8 @@ func (s *Server) buildState(cfg config.Config, gen uint64) (*state, error) {
 		peers:        peers,
 		quotaPerUser: cfg.Relay.Quota.PerUser,
 		quotaTotal:   cfg.Relay.Quota.Total,
+		quotaAccount: cfg.Relay.Quota.PerAccount,
+		pendingPerIP: cfg.Relay.Limits.PendingPerIP,
 		bandwidth:    cfg.Relay.Quota.Bandwidth,
 	}
 	for _, u := range cfg.Auth.Users {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -267,6 +268,12 @@ func (s *Server) metricsHandler() http.Handler {
 		if !s.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
+		}
+		if s.relay != nil {
+			if stopped := s.relay.StoppedListeners(); len(stopped) > 0 {
+				http.Error(w, "listener stopped: "+strings.Join(stopped, "; "), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
