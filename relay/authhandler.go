@@ -139,8 +139,32 @@ func (s *Server) quota(username, _ string, _ net.Addr) bool {
 	case st.quotaPerUser > 0 && s.allocs.countUser(quotaKey(username, st)) >= st.quotaPerUser:
 		s.metrics.quotaRejected.WithLabelValues("per_user").Inc()
 		return false
+	case st.quotaAccount > 0 && s.overAccountQuota(username, st):
+		s.metrics.quotaRejected.WithLabelValues("per_account").Inc()
+		return false
 	}
 	return true
+}
+
+// overAccountQuota reports whether username's account already holds
+// relay.quota.per_account allocations. Usernames without an account
+// (static users, `traverse credentials`) count only per user.
+func (s *Server) overAccountQuota(username string, st *state) bool {
+	account := accountKey(username, st)
+	return account != "" && s.allocs.countAccount(account) >= st.quotaAccount
+}
+
+// accountKey is the AccountSid an issuer-minted username names, else "".
+func accountKey(username string, st *state) string {
+	if _, static := st.userKeys[username]; static {
+		return ""
+	}
+	_, user, err := auth.ParseUsername(username)
+	if err != nil {
+		return ""
+	}
+	sid, _ := auth.AccountOf(user)
+	return sid
 }
 
 // quotaKey is the user a per-user quota counts: the part of a TURN REST

@@ -110,7 +110,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{DenyBuiltin, DenyConfig, DenySelf} {
 		m.peerDenied.WithLabelValues(r)
 	}
-	for _, q := range []string{"per_user", "total", "draining"} {
+	for _, q := range []string{"per_user", "per_account", "total", "draining"} {
 		m.quotaRejected.WithLabelValues(q)
 	}
 	for _, t := range []string{"udp", "tcp", "tls"} {

@@ -403,7 +403,8 @@ func (s *Server) nextShard() *shard {
 func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, username, _ string, relayAddr net.Addr, _ int) {
 	s.routeClient(src, dst, protocol, relayAddr)
 	st := s.state.Load()
-	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: addrPort(relayAddr)}
+	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), account: accountKey(username, st),
+		relayAddr: addrPort(relayAddr)}
 	if _, static := st.userKeys[username]; !static {
 		a.expires, _, _ = auth.ParseUsername(username)
 	}
