@@ -46,6 +46,9 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 		Registerer:  s.reg,
 		Now:         s.now,
 		CORSOrigins: cfg.Issuer.CORSOrigins,
+
+		TokensPerSecond: cfg.Issuer.TokensPerSecond,
+		TokensBurst:     cfg.Issuer.TokensBurst,
 	})
 	if err != nil {
 		return nil, err
@@ -108,6 +111,9 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 	}
 	if !slices.Equal(old.Issuer.CORSOrigins, cfg.Issuer.CORSOrigins) {
 		out = append(out, "issuer.cors_origins")
+	}
+	if old.Issuer.TokensPerSecond != cfg.Issuer.TokensPerSecond || old.Issuer.TokensBurst != cfg.Issuer.TokensBurst {
+		out = append(out, "issuer.tokens_per_second/tokens_burst")
 	}
 	return out
 }
