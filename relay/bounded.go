@@ -64,33 +64,34 @@ func (m *boundedMap[V]) put(key string, v V, now time.Time) {
 func (m *boundedMap[V]) take(key string, now time.Time) (V, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var zero V
-	e, ok := m.byKey[key]
-	if !ok {
-		return zero, false
+	e, v, ok := m.lookupLocked(key, now)
+	if e != nil {
+		m.removeLocked(e)
 	}
-	m.removeLocked(e)
-	be := e.Value.(*boundedEntry[V])
-	if now.Sub(be.at) >= m.ttl {
-		return zero, false
-	}
-	return be.v, true
+	return v, ok
 }
 
 // get returns key's value if it has not expired, and keeps it.
 func (m *boundedMap[V]) get(key string, now time.Time) (V, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	_, v, ok := m.lookupLocked(key, now)
+	return v, ok
+}
+
+// lookupLocked finds key's entry (nil if none) and its value, ok only when
+// the entry has not expired.
+func (m *boundedMap[V]) lookupLocked(key string, now time.Time) (*list.Element, V, bool) {
 	var zero V
-	e, ok := m.byKey[key]
-	if !ok {
-		return zero, false
+	e, found := m.byKey[key]
+	if !found {
+		return nil, zero, false
 	}
 	be := e.Value.(*boundedEntry[V])
 	if now.Sub(be.at) >= m.ttl {
-		return zero, false
+		return e, zero, false
 	}
-	return be.v, true
+	return e, be.v, true
 }
 
 func (m *boundedMap[V]) len() int {

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/traverse/traverse/internal/turntest"
 )
@@ -194,4 +195,22 @@ func binding(t *testing.T, transport, addr string, within time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// TestFDLimitWarns: when the relay's caps need more descriptors than even
+// the hard limit allows, start-up says so with the figures.
+func TestFDLimitWarns(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	s := &Server{log: zap.New(core)}
+	s.checkFDLimit(1 << 40)
+	found := logs.FilterMessageSnippet("descriptor limit below").All()
+	if len(found) != 1 {
+		t.Fatalf("logs: %v, want one warning about the descriptor limit", logs.All())
+	}
+	if f := found[0].ContextMap(); f["need"] != uint64(1<<40) || f["limit"] == nil {
+		t.Errorf("warning fields %v", f)
+	}
+	if n := fdNeed(testConfig(), 2, 16384); n != uint64(2*16384+(65535-49152+1)+fdReserve) {
+		t.Errorf("fdNeed = %d", n)
+	}
 }
