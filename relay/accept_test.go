@@ -41,3 +41,15 @@ func TestStoppedListenerIsNamed(t *testing.T) {
 	}
 	_ = relayed.Close()
 }
+
+// TestClosedListenerIsNotStopped: closing the relay is not a listener
+// failure.
+func TestClosedListenerIsNotStopped(t *testing.T) {
+	r := startRelay(t, testConfig(), true)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.StoppedListeners(); len(got) != 0 {
+		t.Fatalf("StoppedListeners after Close = %q, want none", got)
+	}
+}

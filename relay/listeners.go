@@ -285,12 +285,11 @@ func (sl *streamListener) acceptLoop() {
 	for {
 		c, err := sl.Listener.Accept()
 		if err != nil {
-			select {
-			case <-sl.done:
-				return // closed by Close
-			default:
+			if errors.Is(err, net.ErrClosed) { // closed by us (Close, or pion's)
+				sl.once.Do(func() { close(sl.done) })
+				return
 			}
-			if errors.Is(err, net.ErrClosed) || !retryableAccept(err) {
+			if !retryableAccept(err) {
 				sl.s.listenerStopped(sl.transport, sl.Addr(), err)
 				sl.once.Do(func() { close(sl.done) })
 				return
