@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/traverse/traverse/auth"
 )
@@ -25,14 +23,7 @@ func TestAnonymousBrowsersQuota(t *testing.T) {
 	cfg.Relay.Quota.PerUser = 1
 	cfg.Relay.Quota.PerAccount = 2
 	cfg.Relay.Peers.AllowLoopback = true
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	s := serveForTest(t, cfg)
 
 	svc := s.issuer.svc
 	acct, _, err := svc.EnsurePrimaryAccount(t.Context())

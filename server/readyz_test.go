@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/internal/testnet"
 )
 
@@ -16,14 +17,7 @@ import (
 func TestReadyzNamesStoppedListener(t *testing.T) {
 	cfg := loopbackConfig(t)
 	cfg.Issuer.Enabled = false
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	s := serveForTest(t, cfg)
 
 	base := "http://" + s.MetricsAddr().String()
 	waitReadyz := func(want int) string {
@@ -50,4 +44,18 @@ func TestReadyzNamesStoppedListener(t *testing.T) {
 	if code, _ := get(t, base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz = %d, want 200", code)
 	}
+}
+
+// serveForTest starts traverse on cfg and stops it when the test ends.
+func serveForTest(t *testing.T, cfg config.Config) *Server {
+	t.Helper()
+	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
 }
