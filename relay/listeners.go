@@ -250,22 +250,22 @@ func (u *udpListener) SetWriteDeadline(time.Time) error { return nil }
 // handshake run off the accept loop so a slow client holds up no one.
 type streamListener struct {
 	net.Listener
-	s         *Server
-	transport string // "tcp" or "tls", for metrics and /readyz
-	tlsCfg    *tls.Config
-	conns     chan net.Conn
-	done      chan struct{}
-	once      sync.Once
-	wg        sync.WaitGroup
-	open      atomic.Int64 // connections accepted and not yet closed
-	max       int64
+	s      *Server
+	kind   string // "tcp" or "tls", for metrics and /readyz
+	tlsCfg *tls.Config
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	open   atomic.Int64 // connections accepted and not yet closed
+	max    int64
 }
 
 func newStreamListener(s *Server, l net.Listener, tlsCfg *tls.Config) *streamListener {
-	sl := &streamListener{Listener: l, s: s, transport: "tcp", tlsCfg: tlsCfg, conns: make(chan net.Conn),
-		done: make(chan struct{}), max: int64(s.maxStreamConns)}
+	sl := &streamListener{Listener: l, s: s, kind: "tcp", tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{}),
+		max: int64(s.maxStreamConns)}
 	if tlsCfg != nil {
-		sl.transport = "tls"
+		sl.kind = "tls"
 	}
 	sl.wg.Add(1)
 	go sl.acceptLoop()
@@ -290,13 +290,13 @@ func (sl *streamListener) acceptLoop() {
 				return
 			}
 			if !retryableAccept(err) {
-				sl.s.listenerStopped(sl.transport, sl.Addr(), err)
+				sl.s.listenerStopped(sl.kind, sl.Addr(), err)
 				sl.once.Do(func() { close(sl.done) })
 				return
 			}
-			sl.s.metrics.acceptErrors.WithLabelValues(sl.transport).Inc()
+			sl.s.metrics.acceptErrors.WithLabelValues(sl.kind).Inc()
 			if now := time.Now(); now.Sub(lastLog) >= acceptLogEvery {
-				sl.s.log.Error("accept failed; retrying", zap.String("transport", sl.transport),
+				sl.s.log.Error("accept failed; retrying", zap.String("transport", sl.kind),
 					zap.Stringer("listener", sl.Addr()), zap.Error(err), zap.Int("suppressed", suppressed))
 				lastLog, suppressed = now, 0
 			} else {
@@ -360,9 +360,9 @@ func (sl *streamListener) authTimeout() time.Duration {
 
 func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 	var conn net.Conn = c
-	authTimeout := sl.authTimeout()
+	authWait := sl.authTimeout()
 	if sl.tlsCfg != nil {
-		_ = c.SetDeadline(time.Now().Add(min(sniffTimeout, authTimeout)))
+		_ = c.SetDeadline(time.Now().Add(min(sniffTimeout, authWait)))
 		br := bufio.NewReaderSize(c, 1600)
 		first, err := br.Peek(1)
 		if err != nil {
@@ -384,8 +384,8 @@ func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
-	sc := &streamConn{Conn: conn, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(), authTimeout: authTimeout,
-		release: func() { sl.open.Add(-1) }, unpend: func() { sl.s.pending.remove(src) }}
+	sc := &streamConn{Conn: conn, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(), release: func() { sl.open.Add(-1) }}
+	sc.authWait, sc.unpend = authWait, func() { sl.s.pending.remove(src) }
 	sc.tap.onFrame = func(b []byte) {
 		if sl.s.multiSecret.Load() {
 			sl.s.signed.observe(sc.key, b)
@@ -436,32 +436,32 @@ func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 // allocate or go idle.
 type streamConn struct {
 	net.Conn
-	s           *Server
-	key         string
-	accepted    time.Time
-	authTimeout time.Duration // unauthenticatedTimeout, or pressureTimeout
-	tap         streamTap
-	release     func() // frees the listener's connection slot, once
-	closed      sync.Once
-	unpend      func() // frees the source's pending slot, once
-	allocated   sync.Once
+	s        *Server
+	key      string
+	accepted time.Time
+	authWait time.Duration // unauthenticatedTimeout, or pressureTimeout
+	tap      streamTap
+	release  func() // frees the listener's connection slot, once
+	closed   sync.Once
+	unpend   func() // frees the source's pending slot, once
+	unpended sync.Once
 }
 
 // Close closes the connection and frees its slots.
 func (c *streamConn) Close() error {
 	err := c.Conn.Close()
 	c.closed.Do(c.release)
-	c.allocated.Do(c.unpend)
+	c.unpended.Do(c.unpend)
 	return err
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {
-	deadline := c.accepted.Add(c.authTimeout)
+	deadline := c.accepted.Add(c.authWait)
 	if c.s.allocs.has(c.key) {
 		deadline = time.Now().Add(idleTimeout)
 		// Allocated: it counts against the quotas now, not its source's
 		// pending connections.
-		c.allocated.Do(c.unpend)
+		c.unpended.Do(c.unpend)
 	}
 	_ = c.Conn.SetReadDeadline(deadline)
 	n, err := c.Conn.Read(b)
