@@ -1,8 +1,14 @@
 package relay
 
 import (
+	"fmt"
 	"net"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/traverse/traverse/config"
 )
@@ -14,7 +20,14 @@ import (
 func TestPasswordGuessingRateLimited(t *testing.T) {
 	cfg := testConfig()
 	cfg.Auth.Users = []config.User{{Name: "softphone", Password: "static-password-1"}}
-	r := startRelay(t, cfg, false)
+	core, logs := observer.New(zap.InfoLevel)
+	reg := prometheus.NewRegistry()
+	s, err := New(Options{Config: cfg, Log: zap.New(core), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	r := &testRelay{Server: s, reg: reg}
 	server := r.Addrs().UDP[0]
 
 	guesser := newRawClient(t, "udp", server, "softphone", "")
@@ -33,6 +46,17 @@ func TestPasswordGuessingRateLimited(t *testing.T) {
 	badPw := r.metric(t, "traverse_relay_auth_total", AuthBadPassword)
 	if badPw > 100 {
 		t.Errorf("auth_total{bad_password} = %v: the password was checked for %v of 500 guesses", badPw, badPw)
+	}
+
+	// One warning for the source, naming it, never the username or a password.
+	warned := logs.FilterMessageSnippet("rate-limited").All()
+	if len(warned) != 1 || warned[0].ContextMap()["source"] != "127.0.0.1" {
+		t.Errorf("warnings: %v, want one naming source 127.0.0.1", warned)
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(fmt.Sprint(e.ContextMap()), "guess-") || strings.Contains(fmt.Sprint(e.ContextMap()), "softphone") {
+			t.Errorf("a log line carries the username or a guess: %v", e)
+		}
 	}
 
 	// The right password from the same address (another port): refused.
