@@ -117,3 +117,23 @@ func TestSignedFloodDuringRotation(t *testing.T) {
 		t.Errorf("%d copies kept; the flooding source should hold at most %d", n, signedPerSource)
 	}
 }
+
+// BenchmarkBoundedMapPutTake is the signed-request tap's cost per request
+// with several secrets: one put as the request is read, one take in the
+// AuthHandler, on a map already holding entries of many sources.
+func BenchmarkBoundedMapPutTake(b *testing.B) {
+	b.ReportAllocs()
+	m := newBoundedMap[[]byte](maxSignedPending, signedPerSource, signedTTL)
+	now := time.Now()
+	for i := 0; i < maxSignedPending/2; i++ {
+		m.put("udp|10.0."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250)+":5000\x00u", nil, now)
+	}
+	raw := make([]byte, 100)
+	key := "udp|192.0.2.1:5000\x00alice"
+	for b.Loop() {
+		m.put(key, raw, now)
+		if _, ok := m.take(key, now); !ok {
+			b.Fatal("entry lost")
+		}
+	}
+}
