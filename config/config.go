@@ -154,6 +154,17 @@ type Relay struct {
 	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listener.
 	// Default 0: one per core.
 	UDPSockets int `yaml:"udp_sockets"`
+	// Limits bound unauthenticated work per source.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits bound what a client may hold before it has authenticated.
+type Limits struct {
+	// PendingPerIP is the number of TCP/TLS connections one source IP (an
+	// IPv6 /64) may hold open before they allocate; connections that have
+	// allocated count only against the quotas. Sized for an office behind
+	// one NAT. 0 means unlimited. Default 256.
+	PendingPerIP int `yaml:"pending_per_ip"`
 }
 
 // PortRange is an inclusive range of UDP ports.
@@ -179,6 +190,10 @@ type Quota struct {
 	// PerUser is the number of concurrent allocations per user (the part of
 	// a TURN REST username after the expiry). 0 means unlimited. Default 10.
 	PerUser int `yaml:"per_user"`
+	// PerAccount is the number of concurrent allocations per AccountSid,
+	// across all the credentials the issuer minted for it. 0 means
+	// unlimited. Default 0.
+	PerAccount int `yaml:"per_account"`
 	// Total is the number of concurrent allocations on this server. 0 means
 	// unlimited. Default 0.
 	Total int `yaml:"total"`
@@ -201,6 +216,14 @@ type Issuer struct {
 	// CORSOrigins may call the client-side ICE-servers endpoint from a
 	// browser. Default none.
 	CORSOrigins []string `yaml:"cors_origins"`
+	// TokensPerSecond is how many credentials one account (a subaccount on
+	// its own) may mint a second, over the Tokens resource and
+	// /v1/ice-servers together; beyond it and its burst the answer is 429
+	// (code 20429). 0 means unlimited. Default 10.
+	TokensPerSecond float64 `yaml:"tokens_per_second"`
+	// TokensBurst is how many credentials an account may mint at once
+	// before TokensPerSecond applies. Default 100.
+	TokensBurst int `yaml:"tokens_burst"`
 }
 
 // Store configures where accounts and API keys live.
@@ -259,10 +282,13 @@ func Default() Config {
 			Ports:        PortRange{Min: 49152, Max: 65535},
 			Quota:        Quota{PerUser: 10},
 			DrainTimeout: 10 * time.Second,
+			Limits:       Limits{PendingPerIP: 256},
 		},
 		Issuer: Issuer{
-			Enabled: true,
-			Listen:  "127.0.0.1:8080",
+			Enabled:         true,
+			Listen:          "127.0.0.1:8080",
+			TokensPerSecond: 10,
+			TokensBurst:     100,
 		},
 		Log:     Log{Level: "info", Format: "console"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},

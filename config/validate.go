@@ -132,6 +132,18 @@ func (c Config) Validate() error {
 	if c.Relay.Quota.PerUser < 0 {
 		add("relay.quota.per_user", "must be >= 0 (got %d)", c.Relay.Quota.PerUser)
 	}
+	if c.Relay.Quota.PerAccount < 0 {
+		add("relay.quota.per_account", "must be >= 0 (got %d)", c.Relay.Quota.PerAccount)
+	}
+	if c.Relay.Limits.PendingPerIP < 0 {
+		add("relay.limits.pending_per_ip", "must be >= 0 (got %d)", c.Relay.Limits.PendingPerIP)
+	}
+	if c.Issuer.TokensPerSecond < 0 {
+		add("issuer.tokens_per_second", "must be >= 0 (got %g)", c.Issuer.TokensPerSecond)
+	}
+	if c.Issuer.TokensPerSecond > 0 && c.Issuer.TokensBurst < 1 {
+		add("issuer.tokens_burst", "must be >= 1 when issuer.tokens_per_second is set (got %d)", c.Issuer.TokensBurst)
+	}
 	if c.Relay.Quota.Total < 0 {
 		add("relay.quota.total", "must be >= 0 (got %d)", c.Relay.Quota.Total)
 	}

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/internal/keyrate"
 )
 
 // MaxBodyBytes is the largest request body accepted; a larger one gets 413.
@@ -171,7 +172,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (s *Service) authorize(r *http.Request) (Principal, error) {
 	ip := clientIP(r)
 	now := s.now()
-	if s.fails.blocked(ip, now) {
+	if s.fails.Blocked(keyrate.Source(ip), now) {
 		s.metrics.authFailures.WithLabelValues(reasonRateLimited).Inc()
 		return Principal{}, ErrRateLimited
 	}
@@ -179,7 +180,7 @@ func (s *Service) authorize(r *http.Request) (Principal, error) {
 	p, err := s.Authenticate(r.Context(), user, pass)
 	if err != nil {
 		if errors.Is(err, ErrUnauthenticated) {
-			s.fails.fail(ip, now)
+			s.fails.Spend(keyrate.Source(ip), now)
 		}
 		return Principal{}, err
 	}

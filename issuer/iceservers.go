@@ -86,13 +86,18 @@ type tokenLookup struct {
 	sid      string
 }
 
-// getAccount fetches accountSid and requires it active.
+// getAccount fetches accountSid and requires it, and its parent, active.
 func (l *tokenLookup) getAccount(ctx context.Context, st store.Store, accountSid string) (store.Account, error) {
 	a, err := st.GetAccount(ctx, accountSid)
 	if err != nil {
 		return store.Account{}, l.fail(err)
 	}
-	if a.Status != store.StatusActive {
+	active, err := accountActive(ctx, st, a)
+	if err != nil {
+		l.internal = err
+		return store.Account{}, err
+	}
+	if !active {
 		l.reason = reasonSuspended
 		return store.Account{}, ErrAccountNotActive
 	}
@@ -238,8 +243,8 @@ func tokenKind(token string) string {
 }
 
 // CreateICEServers mints the TURN credential for a verified token, with user
-// "<AccountSid>:<identity>:<16 hex>" (identity sanitised, "anonymous" when
-// empty). Its ttl is the least of requested (a valid Ttl, see ParseTTL),
+// "<AccountSid>:<identity>:<16 hex>" (identity sanitised), or
+// "<AccountSid>:<16 hex>" for a token without identity. Its ttl is the least of requested (a valid Ttl, see ParseTTL),
 // auth.max_ttl, the nts grant's cap, and the whole seconds left until the
 // token's exp, so the credential never outlives the token. A token with less
 // than a second left is refused with 20104.
@@ -260,7 +265,13 @@ func (s *Service) CreateICEServers(p TokenPrincipal, requested time.Duration) (T
 		return Token{}, err
 	}
 	ttl = min(ttl, left)
-	user := p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + randomHex(8)
+	// A token without identity names no end user: its credential is a user
+	// of its own, as a Tokens-resource credential is, so that the relay's
+	// per-user quota is not one bucket shared by every anonymous browser.
+	user := p.Account.Sid + ":" + randomHex(8)
+	if p.Identity != "" {
+		user = p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + randomHex(8)
+	}
 	tok, err := s.mint(p.Account.Sid, user, ttl, now)
 	if err != nil {
 		return Token{}, err

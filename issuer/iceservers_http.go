@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/internal/keyrate"
 )
 
 // ICEServersPath is the client-side ICE-servers endpoint.
@@ -98,14 +99,14 @@ func (s *Service) serveICEServers(w http.ResponseWriter, r *http.Request) error 
 func (s *Service) authorizeToken(r *http.Request) (TokenPrincipal, error) {
 	ip := clientIP(r)
 	now := s.now()
-	if s.fails.blocked(ip, now) {
+	if s.fails.Blocked(keyrate.Source(ip), now) {
 		s.metrics.authFailures.WithLabelValues(reasonRateLimited).Inc()
 		return TokenPrincipal{}, ErrRateLimited
 	}
 	p, err := s.AuthenticateToken(r.Context(), presentedToken(r))
 	if err != nil {
 		if auth.CodeOf(err) != 0 {
-			s.fails.fail(ip, now)
+			s.fails.Spend(keyrate.Source(ip), now)
 		}
 		return TokenPrincipal{}, err
 	}

@@ -13,6 +13,7 @@ type metrics struct {
 	iceServersIssued *prometheus.CounterVec
 	authFailures     *prometheus.CounterVec
 	requests         *prometheus.CounterVec
+	mintRateLimited  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,6 +34,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "traverse_issuer_requests_total",
 			Help: "HTTP requests to the issuer by route and status code.",
 		}, []string{"route", "code"}),
+		mintRateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_issuer_mint_rate_limited_total",
+			Help: "Credentials refused (429, code 20429) because their account was over issuer.tokens_per_second and its burst.",
+		}),
 	}
 	// Pre-create the label values so dashboards show zeros.
 	for _, r := range append(authReasons, tokenReasons...) {
@@ -41,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, k := range []string{TokenKindAccess, TokenKindCapability} {
 		m.iceServersIssued.WithLabelValues(k)
 	}
-	for _, c := range []prometheus.Collector{m.tokensIssued, m.iceServersIssued, m.authFailures, m.requests} {
+	for _, c := range []prometheus.Collector{m.tokensIssued, m.iceServersIssued, m.authFailures, m.requests, m.mintRateLimited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

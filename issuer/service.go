@@ -12,14 +12,17 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/internal/keyrate"
 	"github.com/traverse/traverse/store"
 )
 
@@ -42,6 +45,9 @@ var (
 	ErrNoSecret = errors.New("issuer: no TURN REST secret configured")
 	// ErrRateLimited: too many failed authentications from this client.
 	ErrRateLimited = errors.New("issuer: too many failed authentications")
+	// ErrMintRateLimited: the account minted more than
+	// issuer.tokens_per_second allows. It matches ErrRateLimited (429, 20429).
+	ErrMintRateLimited = fmt.Errorf("issuer: too many credentials minted for this account: %w", ErrRateLimited)
 )
 
 // ParamError is a bad request parameter. Its message is shown to the caller.
@@ -54,6 +60,18 @@ func (e *ParamError) Error() string { return e.Message }
 
 // Unwrap makes a ParamError match ErrInvalidParameter.
 func (e *ParamError) Unwrap() error { return ErrInvalidParameter }
+
+// Failed authentications allowed per client (IPv6 by /64): failRate a
+// second, in bursts of failBurst. A client over it gets 429 until its bucket
+// refills; successful requests never spend from it. failTableSize bounds the
+// memory.
+const (
+	failRate      = rate.Limit(10)
+	failBurst     = 20
+	failTableSize = 10000
+	// mintTableSize bounds the accounts whose minting rate is tracked.
+	mintTableSize = 100000
+)
 
 // Token TTL bounds, as Twilio's.
 const (
@@ -86,6 +104,11 @@ type Options struct {
 	// CORSOrigins may call POST /v1/ice-servers from a browser: exact
 	// origins ("https://app.example.com"), or "*" for any. Nil means none.
 	CORSOrigins []string
+	// TokensPerSecond bounds the credentials one account mints a second
+	// (Tokens resource and /v1/ice-servers together), in bursts of
+	// TokensBurst; 0 means unlimited.
+	TokensPerSecond float64
+	TokensBurst     int
 }
 
 // Service is the issuer's logic, free of HTTP.
@@ -97,7 +120,8 @@ type Service struct {
 	log     *zap.Logger
 	now     func() time.Time
 	metrics *metrics
-	fails   *failLimiter
+	fails   *keyrate.Limiter[netip.Addr] // failed authentications per client source
+	minting *keyrate.Limiter[string]     // credentials minted per AccountSid; nil: no limit
 	// cors is swapped whole on reload (SetCORSOrigins).
 	cors atomic.Pointer[corsPolicy]
 }
@@ -139,7 +163,10 @@ func New(opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.metrics = m
-	s.fails = newFailLimiter(failRate, failBurst, failTableSize)
+	s.fails = keyrate.New[netip.Addr](failRate, failBurst, failTableSize)
+	if opts.TokensPerSecond > 0 {
+		s.minting = keyrate.New[string](rate.Limit(opts.TokensPerSecond), max(opts.TokensBurst, 1), mintTableSize)
+	}
 	s.SetCORSOrigins(opts.CORSOrigins)
 	return s, nil
 }
@@ -232,10 +259,35 @@ func (s *Service) authenticate(ctx context.Context, user, password string) (Prin
 	if !secretEqual(password, secret) {
 		return Principal{}, &authError{reasonWrongSecret}
 	}
-	if p.Account.Status != store.StatusActive {
+	active, err := accountActive(ctx, s.store, p.Account)
+	if err != nil {
+		return Principal{}, err
+	}
+	if !active {
 		return Principal{}, &authError{reasonSuspended}
 	}
 	return p, nil
+}
+
+// accountActive reports whether a may act: it is active and, for a
+// subaccount, so is its parent. Suspending an account suspends its
+// subaccounts on every route, without touching their own status, so they
+// come back with it.
+func accountActive(ctx context.Context, st store.Store, a store.Account) (bool, error) {
+	if a.Status != store.StatusActive {
+		return false, nil
+	}
+	if a.ParentSid == "" {
+		return true, nil
+	}
+	parent, err := st.GetAccount(ctx, a.ParentSid)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return parent.Status == store.StatusActive, nil
 }
 
 // secretEqual compares in constant time, over digests so that not even the
@@ -324,7 +376,9 @@ func (s *Service) CreateToken(ctx context.Context, accountSid string, ttl time.D
 	if err != nil {
 		return Token{}, err
 	}
-	if a.Status != store.StatusActive {
+	if active, err := accountActive(ctx, s.store, a); err != nil {
+		return Token{}, err
+	} else if !active {
 		return Token{}, ErrAccountNotActive
 	}
 	return s.issue(a.Sid, ttl)
@@ -352,6 +406,10 @@ func (s *Service) mint(accountSid, user string, ttl time.Duration, now time.Time
 	ring := s.secrets()
 	if ring == nil || ring.Len() == 0 {
 		return Token{}, ErrNoSecret
+	}
+	if s.minting != nil && !s.minting.Allow(accountSid, now) {
+		s.metrics.mintRateLimited.Inc()
+		return Token{}, ErrMintRateLimited
 	}
 	cred, err := ring.Mint(user, ttl, now)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 type liveAllocation struct {
 	username  string
 	quotaKey  string    // the user part of a TURN REST username, or the static user
+	account   string    // the AccountSid of an issuer-minted username, else ""
 	expires   time.Time // zero for static users
 	relayAddr netip.AddrPort
 	created   time.Time // for the console's sessions table
@@ -22,13 +23,14 @@ type liveAllocation struct {
 // allocTable indexes live allocations by the client's transport address
 // (network and ip:port), which identifies the 5-tuple on a given listener.
 type allocTable struct {
-	mu      sync.Mutex
-	bySrc   map[string]*liveAllocation
-	perUser map[string]int
+	mu         sync.Mutex
+	bySrc      map[string]*liveAllocation
+	perUser    map[string]int
+	perAccount map[string]int
 }
 
 func newAllocTable() *allocTable {
-	return &allocTable{bySrc: map[string]*liveAllocation{}, perUser: map[string]int{}}
+	return &allocTable{bySrc: map[string]*liveAllocation{}, perUser: map[string]int{}, perAccount: map[string]int{}}
 }
 
 // srcKey names a client transport address. UDP and TCP clients on the same
@@ -87,9 +89,22 @@ func (t *allocTable) add(key string, a liveAllocation) {
 	defer t.mu.Unlock()
 	if old, ok := t.bySrc[key]; ok {
 		t.perUser[old.quotaKey]--
+		t.uncountAccount(old.account)
 	}
 	t.bySrc[key] = &a
 	t.perUser[a.quotaKey]++
+	if a.account != "" {
+		t.perAccount[a.account]++
+	}
+}
+
+func (t *allocTable) uncountAccount(account string) {
+	if account == "" {
+		return
+	}
+	if t.perAccount[account]--; t.perAccount[account] <= 0 {
+		delete(t.perAccount, account)
+	}
 }
 
 func (t *allocTable) remove(key string) (liveAllocation, bool) {
@@ -103,7 +118,15 @@ func (t *allocTable) remove(key string) (liveAllocation, bool) {
 	if t.perUser[a.quotaKey]--; t.perUser[a.quotaKey] <= 0 {
 		delete(t.perUser, a.quotaKey)
 	}
+	t.uncountAccount(a.account)
 	return *a, true
+}
+
+// countAccount is the live allocations of an AccountSid.
+func (t *allocTable) countAccount(account string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.perAccount[account]
 }
 
 func (t *allocTable) countUser(quotaKey string) int {

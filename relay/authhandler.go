@@ -10,6 +10,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
 )
@@ -25,12 +26,20 @@ import (
 func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
 	st := s.state.Load()
 	key := srcKey(src)
+	live, hasLive := s.allocs.get(key)
+	// A source over its failure budget is refused before any check, so a
+	// guesser learns nothing, even from the right password. The owner of a
+	// live allocation keeps refreshing it: the password was proven.
+	if !(hasLive && live.username == username) && s.guesses.Blocked(sourceOf(src), s.now()) {
+		s.refuse(AuthRateLimited, src)
+		s.signed.take(key, username)
+		return nil, false
+	}
 	if realm != s.realm {
 		s.refuse(AuthWrongRealm, src)
 		s.signed.take(key, username)
 		return nil, false
 	}
-	live, hasLive := s.allocs.get(key)
 	if hasLive && live.username != username {
 		s.refuse(AuthOwnerMismatch, src)
 		s.signed.take(key, username)
@@ -62,13 +71,36 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 	return selectKey(username, realm, st.secrets.Passwords(username), msg), true
 }
 
-// refuse counts a refusal; the details go to debug only, because anyone can
-// send a bad credential and must not be able to fill the logs.
+// Failed TURN authentications allowed per source (an IP, an IPv6 /64):
+// guessRate a second in bursts of guessBurst, far above what a real client
+// retries. Over it, the source is refused without a check until its bucket
+// refills, and a warning names it at most once a minute.
+const (
+	guessRate      = rate.Limit(10)
+	guessBurst     = 20
+	guessTableSize = 65536
+	guessWarnEvery = time.Minute
+)
+
+// refuse counts a refusal and, unless it is an owner mismatch (no guess),
+// spends from the source's failure budget; the details go to debug only,
+// because anyone can send a bad credential and must not fill the logs.
 func (s *Server) refuse(reason string, src net.Addr) {
 	s.metrics.auth.WithLabelValues(reason).Inc()
 	s.refusals.mark(srcKey(src), reason == AuthOwnerMismatch, time.Now())
 	if ce := s.log.Check(zap.DebugLevel, "auth refused"); ce != nil {
 		ce.Write(zap.String("reason", reason), zap.Stringer("client", src))
+	}
+	source, now := sourceOf(src), s.now()
+	switch reason {
+	case AuthOwnerMismatch:
+	case AuthRateLimited:
+		if s.guessWarn.Allow(source, now) {
+			s.log.Warn("turn authentication rate-limited: too many failures from one source",
+				zap.String("source", source.String()), zap.Float64("per_second", float64(guessRate)), zap.Int("burst", guessBurst))
+		}
+	default:
+		s.guesses.Spend(source, now)
 	}
 }
 
@@ -107,8 +139,32 @@ func (s *Server) quota(username, _ string, _ net.Addr) bool {
 	case st.quotaPerUser > 0 && s.allocs.countUser(quotaKey(username, st)) >= st.quotaPerUser:
 		s.metrics.quotaRejected.WithLabelValues("per_user").Inc()
 		return false
+	case st.quotaAccount > 0 && s.overAccountQuota(username, st):
+		s.metrics.quotaRejected.WithLabelValues("per_account").Inc()
+		return false
 	}
 	return true
+}
+
+// overAccountQuota reports whether username's account already holds
+// relay.quota.per_account allocations. Usernames without an account
+// (static users, `traverse credentials`) count only per user.
+func (s *Server) overAccountQuota(username string, st *state) bool {
+	account := accountKey(username, st)
+	return account != "" && s.allocs.countAccount(account) >= st.quotaAccount
+}
+
+// accountKey is the AccountSid an issuer-minted username names, else "".
+func accountKey(username string, st *state) string {
+	if _, static := st.userKeys[username]; static {
+		return ""
+	}
+	_, user, err := auth.ParseUsername(username)
+	if err != nil {
+		return ""
+	}
+	sid, _ := auth.AccountOf(user)
+	return sid
 }
 
 // quotaKey is the user a per-user quota counts: the part of a TURN REST

@@ -3,7 +3,7 @@ package relay
 import (
 	"crypto/md5" //nolint:gosec // the STUN long-term key is MD5 (RFC 8489)
 	"encoding/binary"
-	"sync"
+	"time"
 
 	"github.com/pion/stun/v3"
 )
@@ -16,16 +16,26 @@ import (
 // signed requests are copied, and only while more than one secret is
 // configured: media (ChannelData, Send indications) is never touched.
 
-// maxSignedPending bounds the copies kept for requests pion refused before
-// asking for a key (a stale nonce, say).
-const maxSignedPending = 4096
+// The copies of signed requests pion refused before asking for a key (a
+// stale nonce, say) are never taken: maxSignedPending bounds them, each
+// source holds at most signedPerSource, and each expires after signedTTL
+// (pion asks for the key right after the request is read).
+const (
+	maxSignedPending = 4096
+	signedPerSource  = 64
+	signedTTL        = 10 * time.Second
+)
 
 // stunMagicCookie is RFC 8489's fixed header value.
 const stunMagicCookie = 0x2112A442
 
+// signedRequests holds the copies, by srcKey + "\x00" + username.
 type signedRequests struct {
-	mu sync.Mutex
-	m  map[string][]byte // srcKey + "\x00" + username -> raw message
+	m *boundedMap[[]byte]
+}
+
+func newSignedRequests() signedRequests {
+	return signedRequests{m: newBoundedMap[[]byte](maxSignedPending, signedPerSource, signedTTL)}
 }
 
 // isSignedRequest is a cheap look at a datagram: a STUN request (not an
@@ -51,20 +61,11 @@ func (r *signedRequests) observe(src string, b []byte) {
 	if u.GetFrom(m) != nil {
 		return
 	}
-	r.mu.Lock()
-	if r.m == nil || len(r.m) >= maxSignedPending {
-		r.m = map[string][]byte{}
-	}
-	r.m[src+"\x00"+string(u)] = m.Raw
-	r.mu.Unlock()
+	r.m.put(src+"\x00"+string(u), m.Raw, time.Now())
 }
 
 func (r *signedRequests) take(src, username string) *stun.Message {
-	k := src + "\x00" + username
-	r.mu.Lock()
-	raw, ok := r.m[k]
-	delete(r.m, k)
-	r.mu.Unlock()
+	raw, ok := r.m.take(src+"\x00"+username, time.Now())
 	if !ok {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,6 +27,17 @@ const (
 	idleTimeout = 11 * time.Minute
 	// sniffTimeout bounds the wait for a TLS client's first byte and handshake.
 	sniffTimeout = 10 * time.Second
+	// pressureTimeout replaces the two above for connections accepted while
+	// their listener is over pressureShare full, so a flood of idle
+	// connections drains faster than it can fill the listener.
+	pressureTimeout = 5 * time.Second
+	pressureShare   = 0.75
+	// acceptBackoffMin and acceptBackoffMax bound the pause after a failed
+	// accept (out of descriptors, say), doubling as net/http does.
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	// acceptLogEvery bounds how often a failing listener logs at error level.
+	acceptLogEvery = time.Minute
 )
 
 // maxStreamConns bounds the open connections of one TCP/TLS listener, so a
@@ -239,6 +251,7 @@ func (u *udpListener) SetWriteDeadline(time.Time) error { return nil }
 type streamListener struct {
 	net.Listener
 	s      *Server
+	kind   string // "tcp" or "tls", for metrics and /readyz
 	tlsCfg *tls.Config
 	conns  chan net.Conn
 	done   chan struct{}
@@ -249,48 +262,111 @@ type streamListener struct {
 }
 
 func newStreamListener(s *Server, l net.Listener, tlsCfg *tls.Config) *streamListener {
-	sl := &streamListener{Listener: l, s: s, tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{}),
+	sl := &streamListener{Listener: l, s: s, kind: "tcp", tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{}),
 		max: int64(s.maxStreamConns)}
+	if tlsCfg != nil {
+		sl.kind = "tls"
+	}
 	sl.wg.Add(1)
 	go sl.acceptLoop()
 	return sl
 }
 
+// acceptLoop accepts until the listener is closed. A failed accept — out of
+// descriptors (EMFILE, ENFILE), of buffers, an aborted handshake — pauses
+// the loop (5 ms doubling to 1 s) and it carries on, counted and logged at
+// most once a minute; an error it does not know stops the listener, which
+// /readyz then names.
 func (sl *streamListener) acceptLoop() {
 	defer sl.wg.Done()
+	var delay time.Duration
+	var lastLog time.Time
+	suppressed := 0
 	for {
 		c, err := sl.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) { // closed by us (Close, or pion's)
+				sl.once.Do(func() { close(sl.done) })
+				return
 			}
-			sl.once.Do(func() { close(sl.done) })
-			return
+			if !retryableAccept(err) {
+				sl.s.listenerStopped(sl.kind, sl.Addr(), err)
+				sl.once.Do(func() { close(sl.done) })
+				return
+			}
+			sl.s.metrics.acceptErrors.WithLabelValues(sl.kind).Inc()
+			if now := time.Now(); now.Sub(lastLog) >= acceptLogEvery {
+				sl.s.log.Error("accept failed; retrying", zap.String("transport", sl.kind),
+					zap.Stringer("listener", sl.Addr()), zap.Error(err), zap.Int("suppressed", suppressed))
+				lastLog, suppressed = now, 0
+			} else {
+				suppressed++
+			}
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			select {
+			case <-time.After(delay):
+			case <-sl.done:
+				return
+			}
+			continue
 		}
+		delay = 0
 		if sl.open.Add(1) > sl.max {
 			sl.open.Add(-1)
 			sl.s.metrics.streamRejected.Inc()
 			_ = c.Close()
 			continue
 		}
+		src := sourceOf(c.RemoteAddr())
+		if !sl.s.pending.add(src, sl.s.state.Load().pendingPerIP) {
+			sl.open.Add(-1)
+			sl.s.metrics.streamPerIPRejected.Inc()
+			_ = c.Close()
+			continue
+		}
 		sl.wg.Add(1)
 		go func() {
 			defer sl.wg.Done()
-			sl.prepare(c)
+			sl.prepare(c, src)
 		}()
 	}
 }
 
-func (sl *streamListener) prepare(c net.Conn) {
+// retryableAccept tells the accept errors that pass (RFC-less but what
+// net/http and every server retries) from a listener that is gone.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.EPERM, syscall.EAGAIN, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// authTimeout is how long a connection accepted now may stay
+// unauthenticated: shorter while the listener is under pressure.
+func (sl *streamListener) authTimeout() time.Duration {
+	if float64(sl.open.Load()) > pressureShare*float64(sl.max) {
+		sl.s.metrics.streamPressure.Inc()
+		return pressureTimeout
+	}
+	return unauthenticatedTimeout
+}
+
+func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 	var conn net.Conn = c
+	authWait := sl.authTimeout()
 	if sl.tlsCfg != nil {
-		_ = c.SetDeadline(time.Now().Add(sniffTimeout))
+		_ = c.SetDeadline(time.Now().Add(min(sniffTimeout, authWait)))
 		br := bufio.NewReaderSize(c, 1600)
 		first, err := br.Peek(1)
 		if err != nil {
-			sl.drop(c)
+			sl.drop(c, src)
 			return
 		}
 		conn = &peekedConn{Conn: c, r: br}
@@ -301,7 +377,7 @@ func (sl *streamListener) prepare(c net.Conn) {
 				if ce := sl.s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
 					ce.Write(zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
 				}
-				sl.drop(c)
+				sl.drop(c, src)
 				return
 			}
 			conn = tc
@@ -310,6 +386,7 @@ func (sl *streamListener) prepare(c net.Conn) {
 	}
 	sc := &streamConn{Conn: conn, raw: c, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(),
 		release: func() { sl.open.Add(-1) }, tuple: clientKey{addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())}}
+	sc.authWait, sc.unpend = authWait, func() { sl.s.pending.remove(src) }
 	_, sc.tls = conn.(*tls.Conn)
 	sc.out = newStreamOut(conn, sc.tls, sl.s, func() { _ = c.Close() })
 	sl.s.streams.add(sc)
@@ -326,9 +403,10 @@ func (sl *streamListener) prepare(c net.Conn) {
 }
 
 // drop closes a connection that never reached pion.
-func (sl *streamListener) drop(c net.Conn) {
+func (sl *streamListener) drop(c net.Conn, src netip.Addr) {
 	_ = c.Close()
 	sl.open.Add(-1)
+	sl.s.pending.remove(src)
 }
 
 // Accept returns the next prepared connection.
@@ -369,13 +447,16 @@ type streamConn struct {
 	tuple    clientKey // client and listener address, as pion reports them
 	tls      bool
 	accepted time.Time
+	authWait time.Duration // unauthenticatedTimeout, or pressureTimeout
 	tap      streamTap
 	out      *streamOut
 	release  func() // frees the listener's connection slot, once
 	closed   sync.Once
+	unpend   func() // frees the source's pending slot, once
+	unpended sync.Once
 }
 
-// Close closes the connection and frees its slot. It closes the TCP
+// Close closes the connection and frees its slots. It closes the TCP
 // connection itself, not the TLS layer, whose close_notify would wait for a
 // write stuck on a stalled client.
 func (c *streamConn) Close() error {
@@ -385,13 +466,17 @@ func (c *streamConn) Close() error {
 		c.out.close()
 		c.release()
 	})
+	c.unpended.Do(c.unpend)
 	return err
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {
-	deadline := c.accepted.Add(unauthenticatedTimeout)
+	deadline := c.accepted.Add(c.authWait)
 	if c.s.allocs.has(c.key) {
 		deadline = time.Now().Add(idleTimeout)
+		// Allocated: it counts against the quotas now, not its source's
+		// pending connections.
+		c.unpended.Do(c.unpend)
 	}
 	_ = c.Conn.SetReadDeadline(deadline)
 	n, err := c.Conn.Read(b)

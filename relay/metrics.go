@@ -12,10 +12,11 @@ const (
 	AuthUnknownUser   = "unknown_user"
 	AuthOwnerMismatch = "owner_mismatch"
 	AuthWrongRealm    = "wrong_realm"
+	AuthRateLimited   = "rate_limited"
 )
 
 var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFuture, AuthMalformed,
-	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm}
+	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm, AuthRateLimited}
 
 // metrics are the relay's Prometheus series. No username is ever a label.
 type metrics struct {
@@ -33,6 +34,10 @@ type metrics struct {
 	tlsHandshakeFailed  prometheus.Counter
 	streamRejected      prometheus.Counter
 	streamWriteTimeouts prometheus.Counter
+	streamPerIPRejected prometheus.Counter
+	streamPressure      prometheus.Counter
+	acceptErrors        *prometheus.CounterVec // transport
+	listenersStopped    prometheus.Counter
 	dropped             *prometheus.CounterVec // reason
 
 	// Hot-path children resolved once.
@@ -89,6 +94,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_stream_connections_rejected_total", Help: "TCP/TLS connections closed at accept because the listener was full."}),
 		streamWriteTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_stream_write_timeouts_total", Help: "TCP/TLS clients closed because they took nothing for relay's write timeout while data waited for them."}),
+		streamPerIPRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_stream_pending_per_ip_rejected_total", Help: "TCP/TLS connections closed at accept because their source already held relay.limits.pending_per_ip unauthenticated ones."}),
+		streamPressure: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_stream_pressure_accepts_total", Help: "TCP/TLS connections accepted while their listener was over 75% full, given the short unauthenticated timeout."}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_accept_errors_total", Help: "Failed accepts on TCP/TLS listeners (out of descriptors, say), each followed by a backoff and a retry, by transport."},
+			[]string{"transport"}),
+		listenersStopped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "traverse_relay_listeners_stopped_total", Help: "TCP/TLS listeners that stopped accepting for good; /readyz answers 503 naming them."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_relay_dropped_packets_total",
 			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind), stream_queue_full (a TCP or TLS client was too far behind)."},
@@ -100,11 +114,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{DenyBuiltin, DenyConfig, DenySelf} {
 		m.peerDenied.WithLabelValues(r)
 	}
-	for _, q := range []string{"per_user", "total", "draining"} {
+	for _, q := range []string{"per_user", "per_account", "total", "draining"} {
 		m.quotaRejected.WithLabelValues(q)
 	}
 	for _, t := range []string{"udp", "tcp", "tls"} {
 		m.allocationsCreated.WithLabelValues(t)
+	}
+	for _, t := range []string{"tcp", "tls"} {
+		m.acceptErrors.WithLabelValues(t)
 	}
 	m.bytesToPeer, m.bytesFromPeer = m.bytes.WithLabelValues(dirToPeer), m.bytes.WithLabelValues(dirFromPeer)
 	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
@@ -117,7 +134,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.streamWriteTimeouts, m.dropped)
+			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.streamWriteTimeouts, m.dropped,
+			m.streamPerIPRejected, m.streamPressure, m.acceptErrors, m.listenersStopped)
 	}
 	return m
 }

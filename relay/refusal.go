@@ -21,31 +21,84 @@ import (
 // which pion sends right after the AuthHandler returns.
 const refusalWindow = 2 * time.Second
 
+// The 401 must carry a nonce the client's next request may use, or that
+// request is answered 438 Stale Nonce and costs another round trip. pion's
+// nonces are its own (an HMAC with a key we cannot reach, valid an hour), so
+// the relay notes each nonce pion sends a client in a 401 or 438 and hands
+// that one back: the client's own, which pion has just accepted (it checks
+// the nonce before it asks for the key). nonceTTL keeps inside pion's hour.
+const (
+	nonceTTL       = 50 * time.Minute
+	maxNonces      = 16384
+	noncePerSource = 256
+	maxRefusals    = 4096
+	refusalPerSrc  = 64
+)
+
+// refusals are the marks the AuthHandler leaves for the listener, by srcKey.
 type refusals struct {
-	mu sync.Mutex
-	m  map[string]refusal
+	m *boundedMap[refusal]
 }
 
 type refusal struct {
-	at       time.Time
 	notOwner bool // the client holds an allocation made under another username
 }
 
+func newRefusals() refusals {
+	return refusals{m: newBoundedMap[refusal](maxRefusals, refusalPerSrc, refusalWindow)}
+}
+
 func (r *refusals) mark(key string, notOwner bool, now time.Time) {
-	r.mu.Lock()
-	if r.m == nil || len(r.m) >= maxSignedPending {
-		r.m = map[string]refusal{}
-	}
-	r.m[key] = refusal{at: now, notOwner: notOwner}
-	r.mu.Unlock()
+	r.m.put(key, refusal{notOwner: notOwner}, now)
 }
 
 func (r *refusals) take(key string, now time.Time) (refusal, bool) {
-	r.mu.Lock()
-	f, ok := r.m[key]
-	delete(r.m, key)
-	r.mu.Unlock()
-	return f, ok && now.Sub(f.at) < refusalWindow
+	return r.m.take(key, now)
+}
+
+// nonces remembers the last nonce pion issued to each client (by srcKey),
+// and the last one it issued to anyone, for a client whose own was pushed
+// out.
+type nonces struct {
+	m      *boundedMap[string]
+	mu     sync.Mutex
+	last   string
+	lastAt time.Time
+}
+
+func newNonces() *nonces {
+	return &nonces{m: newBoundedMap[string](maxNonces, noncePerSource, nonceTTL)}
+}
+
+// note records the NONCE of pion's error response b to the client key.
+func (n *nonces) note(b []byte, key string, now time.Time) {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	var nonce stun.Nonce
+	if m.Decode() != nil || nonce.GetFrom(m) != nil {
+		return
+	}
+	v := string(nonce)
+	n.m.put(key, v, now)
+	n.mu.Lock()
+	n.last, n.lastAt = v, now
+	n.mu.Unlock()
+}
+
+// forClient is the nonce to hand key: its own, else the latest pion issued
+// (pion's nonces are not bound to a client), else a random one.
+func (n *nonces) forClient(key string, now time.Time) string {
+	if v, ok := n.m.get(key, now); ok {
+		return v
+	}
+	n.mu.Lock()
+	v, at := n.last, n.lastAt
+	n.mu.Unlock()
+	if v != "" && now.Sub(at) < nonceTTL {
+		return v
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // isErrorResponse is a cheap look at an outgoing datagram: a STUN error
@@ -64,8 +117,10 @@ func (s *Server) unauthorized(b []byte, key string) []byte {
 	if !isErrorResponse(b) {
 		return b
 	}
-	f, ok := s.refusals.take(key, time.Now())
+	now := time.Now()
+	f, ok := s.refusals.take(key, now)
 	if !ok {
+		s.nonces.note(b, key, now)
 		return b
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
@@ -80,10 +135,8 @@ func (s *Server) unauthorized(b []byte, key string) []byte {
 	case f.notOwner:
 		setters = append(setters, &stun.ErrorCodeAttribute{Code: stun.CodeWrongCredentials, Reason: []byte("Wrong Credentials")})
 	default:
-		nonce := make([]byte, 16)
-		_, _ = rand.Read(nonce)
 		setters = append(setters, &stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized, Reason: []byte("Unauthorized")},
-			stun.NewRealm(s.realm), stun.NewNonce(hex.EncodeToString(nonce)))
+			stun.NewRealm(s.realm), stun.NewNonce(s.nonces.forClient(key, now)))
 	}
 	out, err := stun.Build(append(setters, stun.Fingerprint)...)
 	if err != nil {

@@ -22,9 +22,11 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/keyrate"
 )
 
 // Options are what New needs beyond the config.
@@ -60,7 +62,9 @@ type state struct {
 	peers        *PeerPolicy
 	quotaPerUser int
 	quotaTotal   int
+	quotaAccount int
 	bandwidth    int64
+	pendingPerIP int
 }
 
 // Server is a running relay.
@@ -82,6 +86,9 @@ type Server struct {
 	draining    atomic.Bool
 	signed      signedRequests
 	refusals    refusals
+	nonces      *nonces
+	guesses     *keyrate.Limiter[netip.Addr] // failed authentications per source
+	guessWarn   *keyrate.Limiter[netip.Addr] // one warning a minute per source
 	allocs      *allocTable
 
 	relaysMu sync.Mutex
@@ -102,6 +109,11 @@ type Server struct {
 	maxStreamConns     int
 	streamQueueBytes   int
 	streamWriteTimeout time.Duration
+	// pending counts each source's connections that have not allocated.
+	pending *pendingTable
+	// dead names the stream listeners whose accept loop stopped.
+	deadMu sync.Mutex
+	dead   map[string]string
 
 	turn     *turn.Server
 	addrs    Addrs
@@ -129,11 +141,16 @@ func New(opts Options) (_ *Server, err error) {
 		realm:   cfg.Realm,
 		ports:   cfg.Relay.Ports,
 
-		portPool: newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
-		bindIP:   net.ParseIP(cfg.Relay.BindIP),
-		allocs:   newAllocTable(),
-		relays:   map[netip.AddrPort]*relayConn{},
-		routes:   routeTable{m: map[clientKey]*relayConn{}},
+		portPool:  newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
+		bindIP:    net.ParseIP(cfg.Relay.BindIP),
+		allocs:    newAllocTable(),
+		signed:    newSignedRequests(),
+		refusals:  newRefusals(),
+		nonces:    newNonces(),
+		guesses:   keyrate.New[netip.Addr](guessRate, guessBurst, guessTableSize),
+		guessWarn: keyrate.New[netip.Addr](rate.Every(guessWarnEvery), 1, guessTableSize),
+		relays:    map[netip.AddrPort]*relayConn{},
+		routes:    routeTable{m: map[clientKey]*relayConn{}},
 
 		udpGroups: map[netip.AddrPort][]*udpListener{},
 		stop:      make(chan struct{}),
@@ -141,6 +158,8 @@ func New(opts Options) (_ *Server, err error) {
 		maxStreamConns:     maxStreamConns,
 		streamQueueBytes:   streamQueueBytes,
 		streamWriteTimeout: streamWriteTimeout,
+		pending:            newPendingTable(),
+		dead:               map[string]string{},
 	}
 	defer func() {
 		if err != nil {
@@ -223,12 +242,14 @@ func New(opts Options) (_ *Server, err error) {
 	}
 	s.setState(st)
 
+	s.checkFDLimit(fdNeed(cfg, len(lcs), s.maxStreamConns))
+
 	// Wrap the stream listeners only now: their accept loops start at once.
 	tlsStart := len(lcs) - len(s.addrs.TLS)
 	for i := range lcs {
 		var tc *tls.Config
 		if i >= tlsStart {
-			tc = opts.TLS
+			tc = turnTLSConfig(opts.TLS)
 		}
 		sl := newStreamListener(s, lcs[i].Listener, tc)
 		lcs[i].Listener = sl
@@ -279,6 +300,8 @@ func (s *Server) buildState(cfg config.Config, gen uint64) (*state, error) {
 		peers:        peers,
 		quotaPerUser: cfg.Relay.Quota.PerUser,
 		quotaTotal:   cfg.Relay.Quota.Total,
+		quotaAccount: cfg.Relay.Quota.PerAccount,
+		pendingPerIP: cfg.Relay.Limits.PendingPerIP,
 		bandwidth:    cfg.Relay.Quota.Bandwidth,
 	}
 	for _, u := range cfg.Auth.Users {
@@ -389,7 +412,8 @@ func (s *Server) nextShard() *shard {
 func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 	s.routeClient(src, dst, relayAddr)
 	st := s.state.Load()
-	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), relayAddr: addrPort(relayAddr), created: s.now()}
+	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), account: accountKey(username, st),
+		relayAddr: addrPort(relayAddr), created: s.now()}
 	if _, static := st.userKeys[username]; !static {
 		a.expires, _, _ = auth.ParseUsername(username)
 	}

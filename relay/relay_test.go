@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(fdChildEnv) != "" {
+		os.Exit(runFDLimitChild())
+	}
 	goleak.VerifyTestMain(m)
 }
 

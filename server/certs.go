@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/traverse/traverse/certs"
+	"github.com/traverse/traverse/relay"
 )
 
 // tlsConfig is the one tls.Config of the TURN TLS listeners and the
@@ -23,6 +24,7 @@ import (
 func tlsConfig(m *certs.Manager) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   relay.AEADCipherSuites, // the issuer's HTTPS too: no CBC-SHA1
 		GetCertificate: m.GetCertificate,
 		// stun.turn is RFC 7443's; acme-tls/1 lets the CA validate
 		// TLS-ALPN-01 on the TURN port. No ALPN at all is served too.

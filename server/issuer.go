@@ -48,6 +48,9 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 		Registerer:  s.reg,
 		Now:         s.now,
 		CORSOrigins: cfg.Issuer.CORSOrigins,
+
+		TokensPerSecond: cfg.Issuer.TokensPerSecond,
+		TokensBurst:     cfg.Issuer.TokensBurst,
 	})
 	if err != nil {
 		return nil, err
@@ -113,6 +116,9 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 	}
 	if old.Store != cfg.Store || old.DataDir != cfg.DataDir {
 		out = append(out, "store")
+	}
+	if old.Issuer.TokensPerSecond != cfg.Issuer.TokensPerSecond || old.Issuer.TokensBurst != cfg.Issuer.TokensBurst {
+		out = append(out, "issuer.tokens_per_second/tokens_burst")
 	}
 	return out
 }

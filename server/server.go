@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -321,12 +322,22 @@ func (s *Server) metricsHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		// Each thing that keeps a part of the server from serving, named.
+		var missing []string
+		if s.relay != nil {
+			if stopped := s.relay.StoppedListeners(); len(stopped) > 0 {
+				missing = append(missing, "listener stopped: "+strings.Join(stopped, "; "))
+			}
+		}
 		if s.certs != nil {
 			// UDP and TCP serve meanwhile; the body says what TLS lacks.
 			if m := s.certs.Missing(); m != "" {
-				http.Error(w, "not ready: "+m, http.StatusServiceUnavailable)
-				return
+				missing = append(missing, m)
 			}
+		}
+		if len(missing) > 0 {
+			http.Error(w, "not ready: "+strings.Join(missing, "; "), http.StatusServiceUnavailable)
+			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
