@@ -102,15 +102,19 @@ func TestWarnLoopbackPeers(t *testing.T) {
 	}
 	defer s.Shutdown(context.Background())
 	s.logStarted()
-	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 0 {
-		t.Fatalf("%d warnings with every listener on loopback: %v", n, logs.All())
+	// (Other warnings, such as the descriptor limit's, are not this test's.)
+	loopbackWarnings := func() []observer.LoggedEntry {
+		return logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("loopback").All()
+	}
+	if w := loopbackWarnings(); len(w) != 0 {
+		t.Fatalf("%d warnings with every listener on loopback: %v", len(w), w)
 	}
 
 	// The check reads the config, not the sockets: no need to bind 0.0.0.0.
 	exposed := cfg
 	exposed.Listen.UDP = []string{"127.0.0.1:0", "0.0.0.0:3478"}
 	s.warnLoopbackPeers(exposed)
-	warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
+	warns := loopbackWarnings()
 	if len(warns) != 1 {
 		t.Fatalf("warnings = %v, want one", warns)
 	}
@@ -121,7 +125,7 @@ func TestWarnLoopbackPeers(t *testing.T) {
 	}
 	exposed.Relay.Peers.AllowLoopback = false
 	s.warnLoopbackPeers(exposed)
-	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
-		t.Fatalf("warned with loopback peers denied: %v", logs.All())
+	if w := loopbackWarnings(); len(w) != 1 {
+		t.Fatalf("warned with loopback peers denied: %v", w)
 	}
 }
