@@ -37,6 +37,7 @@ type Config struct {
 	Relay   Relay   `yaml:"relay"`
 	Issuer  Issuer  `yaml:"issuer"`
 	Store   Store   `yaml:"store"`
+	Node    Node    `yaml:"node"`
 	Log     Log     `yaml:"log"`
 	Metrics Metrics `yaml:"metrics"`
 }
@@ -156,6 +157,34 @@ type Issuer struct {
 	// CORSOrigins may call the client-side ICE-servers endpoint from a
 	// browser. Default none.
 	CORSOrigins []string `yaml:"cors_origins"`
+	// RelaysPerToken is how many serving fleet nodes a credential lists
+	// (each with its own URIs). Default 1.
+	RelaysPerToken int `yaml:"relays_per_token"`
+	// RegionByCIDR maps client CIDRs (or single IPs) to a node.region, so a
+	// client gets relays of its region; the longest matching prefix wins.
+	// Default none: the issuer's own node.region.
+	RegionByCIDR map[string]string `yaml:"region_by_cidr"`
+	// TrustedProxies are CIDRs (or single IPs) of reverse proxies whose
+	// X-Forwarded-For or Forwarded header names the client. Default none:
+	// the header is ignored and the TCP peer is the client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// Node describes this process as a member of a fleet of relays sharing
+// store.dsn (see package fleet).
+type Node struct {
+	// PublicHost is the host in this node's ICE URIs. Default: the relay's
+	// advertised IP (relay.public_ip).
+	PublicHost string `yaml:"public_host"`
+	// Region is free text such as "eu-west", matched by issuer.region_by_cidr.
+	// Default "" (no region).
+	Region string `yaml:"region"`
+	// Weight is this node's share of new credentials relative to the other
+	// nodes, 1..1000. Default 1.
+	Weight int `yaml:"weight"`
+	// Heartbeat is how often the node refreshes its row in the store; a
+	// node silent for three heartbeats is down. Default 5s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
 }
 
 // Store configures where accounts and API keys live.
@@ -204,9 +233,11 @@ func Default() Config {
 			DrainTimeout: 10 * time.Second,
 		},
 		Issuer: Issuer{
-			Enabled: true,
-			Listen:  "127.0.0.1:8080",
+			Enabled:        true,
+			Listen:         "127.0.0.1:8080",
+			RelaysPerToken: 1,
 		},
+		Node:    Node{Weight: 1, Heartbeat: 5 * time.Second},
 		Log:     Log{Level: "info", Format: "console"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 	}
