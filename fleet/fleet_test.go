@@ -210,6 +210,7 @@ func TestStoreDown(t *testing.T) {
 	must(t, st.SaveNode(ctx, node("a", "", 1, c.Now())))
 	v, reg := newView(t, st, c, fleet.ViewOptions{})
 	st.Close()
+	// Long past three heartbeats: the outage, not the node, stopped them.
 	c.Add(2 * hb)
 	for i := 0; i < 3; i++ {
 		if got := ids(v.Choose(netip.Addr{})); got != "a" {
@@ -223,8 +224,12 @@ func TestStoreDown(t *testing.T) {
 	if !failing || age != 2*hb {
 		t.Fatalf("Stale = %s, %v; want 10s, true", age, failing)
 	}
-	if n := gauge(t, reg, "traverse_fleet_view_age_seconds"); n != 10 {
-		t.Fatalf("traverse_fleet_view_age_seconds = %v, want 10", n)
+	c.Add(10 * hb)
+	if got := ids(v.Choose(netip.Addr{})); got != "a" {
+		t.Fatalf("store closed for 12 heartbeats: Choose = %q, want a", got)
+	}
+	if n := gauge(t, reg, "traverse_fleet_view_age_seconds"); n != 60 {
+		t.Fatalf("traverse_fleet_view_age_seconds = %v, want 60", n)
 	}
 }
 

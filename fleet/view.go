@@ -215,9 +215,9 @@ func (v *View) Choose(client netip.Addr) []store.Node {
 	if fps := v.o.Fingerprints(); len(fps) > 0 {
 		mint = fps[0]
 	}
-	now := v.o.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	now := v.statusTime()
 	cands := make([]candidate, 0, len(v.nodes))
 	for _, n := range v.nodes {
 		if StatusOf(n, v.o.Heartbeat, now) != StatusServing || len(n.URIs) == 0 {
@@ -260,12 +260,23 @@ type NodeInfo struct {
 	Status Status
 }
 
-// Nodes is the last list read, with each node's status now.
+// Nodes is the last list read, with each node's status now (or, while the
+// store is failing, as of that read).
 func (v *View) Nodes() []NodeInfo {
-	now := v.o.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return Describe(v.nodes, v.o.Heartbeat, now)
+	return Describe(v.nodes, v.o.Heartbeat, v.statusTime())
+}
+
+// statusTime is when heartbeats are judged: now, or while the store fails,
+// the time of the last read. Heartbeats stop reaching the store in an
+// outage, which says nothing about whether the nodes are alive; the last
+// view is the best knowledge there is. v.mu is held.
+func (v *View) statusTime() time.Time {
+	if v.degraded.Load() && !v.readAt.IsZero() {
+		return v.readAt
+	}
+	return v.o.Now()
 }
 
 // Describe gives each node its status at now.

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 
 	"github.com/traverse/traverse/auth"
@@ -37,15 +39,27 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 	if p.store, err = store.OpenConfigured(ctx, cfg.DataDir, cfg.Store.DSN, cfg.Store.EncryptionKey); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	if s.fleet, err = newFleetView(s, cfg, p.store); err != nil {
+		return nil, err
+	}
+	var proxies []netip.Prefix
+	for _, c := range cfg.Issuer.TrustedProxies {
+		pfx, err := config.ParsePrefix(c) // checked by Validate
+		if err != nil {
+			return nil, err
+		}
+		proxies = append(proxies, pfx)
+	}
 	p.svc, err = issuer.New(issuer.Options{
-		Store:       p.store,
-		Secrets:     func() *auth.Secrets { return s.secrets.Load() },
-		URIs:        s.ICEURIs,
-		MaxTTL:      cfg.Auth.MaxTTL,
-		Log:         s.log.Named("issuer"),
-		Registerer:  s.reg,
-		Now:         s.now,
-		CORSOrigins: cfg.Issuer.CORSOrigins,
+		Store:          p.store,
+		Secrets:        func() *auth.Secrets { return s.secrets.Load() },
+		RelayURIs:      s.relayURIs,
+		TrustedProxies: proxies,
+		MaxTTL:         cfg.Auth.MaxTTL,
+		Log:            s.log.Named("issuer"),
+		Registerer:     s.reg,
+		Now:            s.now,
+		CORSOrigins:    cfg.Issuer.CORSOrigins,
 	})
 	if err != nil {
 		return nil, err
@@ -108,6 +122,22 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 	}
 	if !slices.Equal(old.Issuer.CORSOrigins, cfg.Issuer.CORSOrigins) {
 		out = append(out, "issuer.cors_origins")
+	}
+	// The fleet view and the client-address policy are built once;
+	// node.weight and node.public_host go out with the next heartbeat.
+	for _, c := range []struct {
+		changed bool
+		key     string
+	}{
+		{!slices.Equal(old.Issuer.TrustedProxies, cfg.Issuer.TrustedProxies), "issuer.trusted_proxies"},
+		{!maps.Equal(old.Issuer.RegionByCIDR, cfg.Issuer.RegionByCIDR), "issuer.region_by_cidr"},
+		{old.Issuer.RelaysPerToken != cfg.Issuer.RelaysPerToken, "issuer.relays_per_token"},
+		{old.Node.Region != cfg.Node.Region, "node.region"},
+		{old.Node.Heartbeat != cfg.Node.Heartbeat, "node.heartbeat"},
+	} {
+		if c.changed {
+			out = append(out, c.key)
+		}
 	}
 	return out
 }

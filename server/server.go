@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/fleet"
 	"github.com/traverse/traverse/internal/pionlog"
 	"github.com/traverse/traverse/relay"
 )
@@ -53,6 +55,8 @@ type Server struct {
 	secrets atomic.Pointer[auth.Secrets]
 	relay   *relay.Server
 	issuer  *issuerPart
+	fleet   *fleetPart // nil when this process neither issues nor joins a fleet
+	fps     atomic.Pointer[[]string]
 
 	metricsLn  net.Listener
 	metricsSrv *http.Server
@@ -126,6 +130,15 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	if err := s.startRegistry(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if s.fleet != nil && s.fleet.view != nil {
+		// The first read, so the first token already sees the fleet.
+		if err := s.fleet.view.Refresh(ctx); err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -138,6 +151,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	if s.issuer != nil {
 		go func() { s.serveErr <- s.issuer.serve() }()
+	}
+	if s.fleet != nil {
+		s.fleet.run()
 	}
 	s.ready.Store(true)
 	s.logStarted()
@@ -170,6 +186,9 @@ func serveHTTP(srv *http.Server, ln net.Listener, certs *certStore) error {
 // (or until ctx is done) for the live ones, then closes everything.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.ready.Store(false)
+	if s.fleet != nil {
+		s.fleet.drain(s.log)
+	}
 	s.mu.Lock()
 	drain := s.cfg.Relay.DrainTimeout
 	s.mu.Unlock()
@@ -189,6 +208,9 @@ func (s *Server) closeAll() {
 		// A fresh context: the caller's may already be cancelled.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		if s.fleet != nil {
+			s.fleet.close()
+		}
 		if s.issuer != nil {
 			s.issuer.close(ctx)
 		}
@@ -232,6 +254,9 @@ func (s *Server) Reload(cfg config.Config) ([]string, error) {
 	}
 	restart = append(restart, issuerRestartNeeded(old, cfg)...)
 	s.secrets.Store(auth.NewSecrets(cfg.Auth.Secrets))
+	if s.fleet != nil {
+		s.setFingerprints(fleet.Fingerprints(s.fleet.storeKey, cfg.Auth.Secrets))
+	}
 	if s.level != nil {
 		if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil {
 			s.level.SetLevel(lvl.Level())
@@ -266,6 +291,10 @@ func (s *Server) metricsHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if why := s.notReady(); len(why) > 0 {
+			http.Error(w, "not ready: "+strings.Join(why, "; "), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
