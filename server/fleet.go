@@ -116,13 +116,9 @@ func (s *Server) describeNode() store.Node {
 		host = s.relay.PublicIP().String()
 	}
 	a := s.relay.Addrs()
-	tlsPort := 0
-	if s.certs != nil {
-		tlsPort = preferredTLSPort(addrStrings(a.TLS))
-	}
 	return store.Node{
 		PublicHost:         host,
-		URIs:               iceURIs(host, boundPort(a.UDP), boundPort(a.TCP), tlsPort),
+		URIs:               iceURIs(host, boundPort(a.UDP), boundPort(a.TCP), preferredTLSPort(addrStrings(a.TLS))),
 		Region:             cfg.Node.Region,
 		Weight:             cfg.Node.Weight,
 		Allocations:        s.relay.AllocationCount(),
