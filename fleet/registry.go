@@ -143,27 +143,7 @@ func (r *Registry) Beat(ctx context.Context) error {
 // Run beats every heartbeat until ctx is done. A failed beat is logged
 // (once per outage) and retried at the next interval.
 func (r *Registry) Run(ctx context.Context) {
-	t := time.NewTicker(r.o.Heartbeat)
-	defer t.Stop()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		bctx, cancel := context.WithTimeout(ctx, r.o.Heartbeat)
-		err := r.Beat(bctx)
-		cancel()
-		switch {
-		case err != nil && !failing && ctx.Err() == nil:
-			r.o.Log.Warn("heartbeat failed; retrying every interval", zap.Error(err))
-			failing = true
-		case err == nil && failing:
-			r.o.Log.Info("heartbeat restored")
-			failing = false
-		}
-	}
+	every(ctx, r.o.Heartbeat, r.o.Log, "heartbeat failed; retrying every interval", "heartbeat restored", r.Beat)
 }
 
 // Drain marks the node draining in the store: once it returns, no issuer

@@ -173,25 +173,8 @@ func (v *View) observe(nodes []store.Node, now time.Time) {
 
 // Run refreshes every heartbeat until ctx is done.
 func (v *View) Run(ctx context.Context) {
-	t := time.NewTicker(v.o.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rctx, cancel := context.WithTimeout(ctx, v.o.Heartbeat)
-		wasDegraded := v.degraded.Load()
-		err := v.Refresh(rctx)
-		cancel()
-		switch {
-		case err != nil && !wasDegraded && ctx.Err() == nil:
-			v.o.Log.Warn("fleet view refresh failed; answering from the last view", zap.Error(err))
-		case err == nil && wasDegraded:
-			v.o.Log.Info("fleet view refreshed again")
-		}
-	}
+	every(ctx, v.o.Heartbeat, v.o.Log, "fleet view refresh failed; answering from the last view",
+		"fleet view refreshed again", v.Refresh)
 }
 
 // Choose returns up to PerToken serving nodes for a client: of the

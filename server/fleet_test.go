@@ -131,7 +131,7 @@ func TestFleetSecretRingAndOutage(t *testing.T) {
 			errs = mf.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
-	if age < (5 * hb).Seconds() || errs == 0 {
+	if age < (5*hb).Seconds() || errs == 0 {
 		t.Fatalf("traverse_fleet_view_age_seconds = %v (want >= %v), traverse_fleet_view_errors_total = %v", age, (5 * hb).Seconds(), errs)
 	}
 	t.Logf("with PostgreSQL down: view age %.1fs, %v failed reads, answers %v", age, errs, seen)

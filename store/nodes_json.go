@@ -23,3 +23,13 @@ func DecodeList(s string) ([]string, error) {
 	}
 	return l, nil
 }
+
+// DecodeNodeLists fills n's URIs and SecretFingerprints from their columns.
+func DecodeNodeLists(n *Node, uris, fps string) error {
+	var err error
+	if n.URIs, err = DecodeList(uris); err != nil {
+		return err
+	}
+	n.SecretFingerprints, err = DecodeList(fps)
+	return err
+}

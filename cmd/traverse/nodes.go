@@ -40,24 +40,6 @@ func newNodesCmd() *cobra.Command {
 	return cmd
 }
 
-// withNodes opens the configured store for a nodes subcommand.
-func withNodes(cmd *cobra.Command, fn func(ctx context.Context, cfg config.Config, st store.Store) error) error {
-	cfg, err := config.Load(configPath(cmd))
-	if err != nil {
-		return &exitError{2, err}
-	}
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	st, err := store.OpenConfigured(ctx, cfg.DataDir, cfg.Store.DSN, cfg.Store.EncryptionKey)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	return fn(ctx, cfg, st)
-}
-
 func newNodesListCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -65,7 +47,7 @@ func newNodesListCmd() *cobra.Command {
 		Short: "List every registered node with its status (serving, draining, down), region and load",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withNodes(cmd, func(ctx context.Context, cfg config.Config, st store.Store) error {
+			return withStore(cmd, func(ctx context.Context, cfg config.Config, st store.Store) error {
 				nodes, err := st.ListNodes(ctx)
 				if err != nil {
 					return err
@@ -108,7 +90,7 @@ func newNodesStateCmd(verb string, state store.NodeState, short string) *cobra.C
 			if !fleet.ValidID(id) {
 				return &exitError{2, fmt.Errorf("%q is not a node id (see traverse nodes list)", args[0])}
 			}
-			return withNodes(cmd, func(ctx context.Context, _ config.Config, st store.Store) error {
+			return withStore(cmd, func(ctx context.Context, _ config.Config, st store.Store) error {
 				if err := st.SetNodeState(ctx, id, state); err != nil {
 					return notFound(err, "node", id)
 				}

@@ -78,10 +78,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 			&n.BitsPerSecond, &fps, &st, &started, &last); err != nil {
 			return nil, mapErr(err)
 		}
-		if n.URIs, err = store.DecodeList(uris); err != nil {
-			return nil, err
-		}
-		if n.SecretFingerprints, err = store.DecodeList(fps); err != nil {
+		if err := store.DecodeNodeLists(&n, uris, fps); err != nil {
 			return nil, err
 		}
 		n.State, n.Started, n.LastHeartbeat = store.NodeState(st), started.UTC(), last.UTC()
