@@ -52,6 +52,13 @@ func TestValidateTable(t *testing.T) {
 		{"cors origin", func(c *Config) { c.Issuer.CORSOrigins = []string{"example.com"} }, []string{"issuer.cors_origins[0]"}},
 		{"bandwidth", func(c *Config) { c.Relay.Quota.Bandwidth = 10 }, []string{"relay.quota.bandwidth"}},
 		{"nothing enabled", func(c *Config) { c.Relay.Enabled = false; c.Issuer.Enabled = false }, []string{"relay.enabled"}},
+		{"relays per token", func(c *Config) { c.Issuer.RelaysPerToken = 0 }, []string{"issuer.relays_per_token"}},
+		{"region cidr", func(c *Config) { c.Issuer.RegionByCIDR = map[string]string{"10.0.0.0/33": "eu"} }, []string{"issuer.region_by_cidr.10.0.0.0/33"}},
+		{"empty region", func(c *Config) { c.Issuer.RegionByCIDR = map[string]string{"10.0.0.0/8": ""} }, []string{"issuer.region_by_cidr.10.0.0.0/8"}},
+		{"trusted proxy", func(c *Config) { c.Issuer.TrustedProxies = []string{"10.0.0.0/8", "proxy.local"} }, []string{"issuer.trusted_proxies[1]"}},
+		{"node weight", func(c *Config) { c.Node.Weight = 0 }, []string{"node.weight"}},
+		{"node heartbeat", func(c *Config) { c.Node.Heartbeat = time.Millisecond }, []string{"node.heartbeat"}},
+		{"node public host", func(c *Config) { c.Node.PublicHost = "turn://x" }, []string{"node.public_host"}},
 		{"several at once", func(c *Config) { c.Realm = ""; c.Relay.Quota.PerUser = -1; c.Metrics.Listen = "x" },
 			[]string{"realm", "relay.quota.per_user", "metrics.listen"}},
 	}
