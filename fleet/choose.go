@@ -41,36 +41,47 @@ func (r Regions) Of(client netip.Addr) string {
 // weight: live allocations plus the credentials this issuer handed out for
 // it lately (which have not shown up as allocations yet), over its weight.
 type candidate struct {
-	node  store.Node
+	node  *store.Node
 	score float64
 }
 
 // pick returns up to n candidates: those of the first region of prefer that
 // has any (an empty region preference is skipped), else all; among them the
-// lowest scores, ties broken at random so a burst of tokens spreads out.
+// lowest scores, ties broken uniformly at random so a burst of tokens
+// spreads out. It scans n times rather than sorting: n is small (at most
+// issuer.relays_per_token) and nothing is copied.
 func pick(cands []candidate, n int, prefer []string, rnd *rand.Rand) []store.Node {
-	pool := cands
-	for _, region := range prefer {
-		if region == "" {
-			continue
-		}
-		var in []candidate
-		for _, c := range cands {
-			if c.node.Region == region {
-				in = append(in, c)
-			}
-		}
-		if len(in) > 0 {
-			pool = in
+	region, all := "", true
+	for _, r := range prefer {
+		if r != "" && slices.ContainsFunc(cands, func(c candidate) bool { return c.node.Region == r }) {
+			region, all = r, false
 			break
 		}
 	}
-	pool = slices.Clone(pool)
-	rnd.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
-	sort.SliceStable(pool, func(i, j int) bool { return pool[i].score < pool[j].score })
-	out := make([]store.Node, 0, min(n, len(pool)))
-	for _, c := range pool[:min(n, len(pool))] {
-		out = append(out, c.node)
+	var out []store.Node
+	taken := make([]bool, len(cands))
+	for len(out) < n {
+		best, ties := -1, 0
+		for i, c := range cands {
+			if taken[i] || (!all && c.node.Region != region) {
+				continue
+			}
+			switch {
+			case best < 0 || c.score < cands[best].score:
+				best, ties = i, 1
+			case c.score == cands[best].score:
+				// Reservoir sampling: each of the tied is kept with equal chance.
+				ties++
+				if rnd.IntN(ties) == 0 {
+					best = i
+				}
+			}
+		}
+		if best < 0 {
+			break
+		}
+		taken[best] = true
+		out = append(out, *cands[best].node)
 	}
 	return out
 }

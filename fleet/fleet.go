@@ -38,7 +38,7 @@ var statuses = []Status{StatusServing, StatusDraining, StatusDown}
 
 // StatusOf is n's status at now: down when its last heartbeat is more than
 // DownAfter intervals old, else its stored state.
-func StatusOf(n store.Node, heartbeat time.Duration, now time.Time) Status {
+func StatusOf(n *store.Node, heartbeat time.Duration, now time.Time) Status {
 	if now.Sub(n.LastHeartbeat) > DownAfter*heartbeat {
 		return StatusDown
 	}

@@ -153,8 +153,8 @@ func (v *View) reload(ctx context.Context, ver int64) error {
 // observe sets traverse_fleet_nodes and logs new secret-ring problems.
 func (v *View) observe(nodes []store.Node, now time.Time) {
 	counts := map[Status]int{}
-	for _, n := range nodes {
-		counts[StatusOf(n, v.o.Heartbeat, now)]++
+	for i := range nodes {
+		counts[StatusOf(&nodes[i], v.o.Heartbeat, now)]++
 	}
 	for _, s := range statuses {
 		v.metrics.nodes.WithLabelValues(string(s)).Set(float64(counts[s]))
@@ -202,7 +202,8 @@ func (v *View) Choose(client netip.Addr) []store.Node {
 	defer v.mu.Unlock()
 	now := v.statusTime()
 	cands := make([]candidate, 0, len(v.nodes))
-	for _, n := range v.nodes {
+	for i := range v.nodes {
+		n := &v.nodes[i]
 		if StatusOf(n, v.o.Heartbeat, now) != StatusServing || len(n.URIs) == 0 {
 			continue
 		}
@@ -266,7 +267,7 @@ func (v *View) statusTime() time.Time {
 func Describe(nodes []store.Node, heartbeat time.Duration, now time.Time) []NodeInfo {
 	out := make([]NodeInfo, len(nodes))
 	for i, n := range nodes {
-		out[i] = NodeInfo{Node: n, Status: StatusOf(n, heartbeat, now)}
+		out[i] = NodeInfo{Node: n, Status: StatusOf(&n, heartbeat, now)}
 	}
 	return out
 }
@@ -291,7 +292,8 @@ func ringProblems(nodes []store.Node, mine []string, heartbeat time.Duration, no
 		return nil
 	}
 	var out []string
-	for _, n := range nodes {
+	for i := range nodes {
+		n := &nodes[i]
 		if StatusOf(n, heartbeat, now) == StatusDown || len(n.SecretFingerprints) == 0 {
 			continue
 		}
