@@ -42,6 +42,7 @@ type Registry struct {
 
 	mu      sync.Mutex
 	state   store.NodeState
+	changes int // local state changes, so a beat that raced one does not undo it
 	started time.Time
 	samples []byteSample // within rateWindow, oldest first
 }
@@ -88,6 +89,7 @@ func (r *Registry) Start(ctx context.Context) error {
 	now := r.o.Now().UTC()
 	r.mu.Lock()
 	r.started, r.state = now, store.NodeServing
+	r.changes++
 	r.mu.Unlock()
 	return r.o.Store.SaveNode(ctx, r.row(now))
 }
@@ -123,6 +125,9 @@ func (r *Registry) rate(now time.Time) int64 {
 
 // Beat writes one heartbeat, registering again when the row is gone.
 func (r *Registry) Beat(ctx context.Context) error {
+	r.mu.Lock()
+	changes := r.changes
+	r.mu.Unlock()
 	n := r.row(r.o.Now().UTC())
 	state, err := r.o.Store.BeatNode(ctx, n)
 	if errors.Is(err, store.ErrNotFound) {
@@ -132,11 +137,14 @@ func (r *Registry) Beat(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.changes != changes {
+		return nil // Drain or Start ran meanwhile: their state is newer
+	}
 	if state != r.state {
 		r.o.Log.Info("node state changed in the store", zap.String("state", string(state)))
 	}
 	r.state = state
-	r.mu.Unlock()
 	return nil
 }
 
@@ -154,6 +162,7 @@ func (r *Registry) Drain(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.state = store.NodeDraining
+	r.changes++
 	r.mu.Unlock()
 	return nil
 }
