@@ -331,9 +331,10 @@ func (s *Server) logStarted() {
 	}
 }
 
-// ICEURIs are the STUN/TURN URIs handed out with credentials: issuer.ice_servers
-// when set, else derived from issuer.public_host (default: the relay's
-// advertised IP) and the first listener of each kind.
+// ICEURIs are this node's own STUN/TURN URIs: issuer.ice_servers when set,
+// else derived from issuer.public_host (default: the relay's advertised IP)
+// and the first listener of each kind. Credentials list them when an
+// override is set or the fleet offers no node (see relayURIs).
 // The result is shared: callers must not modify it.
 func (s *Server) ICEURIs() []string {
 	s.mu.Lock()
