@@ -168,6 +168,11 @@ type Issuer struct {
 	// X-Forwarded-For or Forwarded header names the client. Default none:
 	// the header is ignored and the TCP peer is the client.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// OutageGrace lets the issuer keep authenticating while the store is
+	// unreachable: accounts and API keys it read successfully within this
+	// long still authenticate (a row the store said was gone never does).
+	// Default 0: off, every authentication needs the store.
+	OutageGrace time.Duration `yaml:"outage_grace"`
 }
 
 // Node describes this process as a member of a fleet of relays sharing

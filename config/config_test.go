@@ -57,6 +57,7 @@ func TestValidateTable(t *testing.T) {
 		{"empty region", func(c *Config) { c.Issuer.RegionByCIDR = map[string]string{"10.0.0.0/8": ""} }, []string{"issuer.region_by_cidr.10.0.0.0/8"}},
 		{"trusted proxy", func(c *Config) { c.Issuer.TrustedProxies = []string{"10.0.0.0/8", "proxy.local"} }, []string{"issuer.trusted_proxies[1]"}},
 		{"node weight", func(c *Config) { c.Node.Weight = 0 }, []string{"node.weight"}},
+		{"outage grace", func(c *Config) { c.Issuer.OutageGrace = -time.Second }, []string{"issuer.outage_grace"}},
 		{"node heartbeat", func(c *Config) { c.Node.Heartbeat = time.Millisecond }, []string{"node.heartbeat"}},
 		{"node public host", func(c *Config) { c.Node.PublicHost = "turn://x" }, []string{"node.public_host"}},
 		{"several at once", func(c *Config) { c.Realm = ""; c.Relay.Quota.PerUser = -1; c.Metrics.Listen = "x" },

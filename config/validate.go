@@ -169,6 +169,10 @@ func (c Config) Validate() error {
 		}
 	}
 
+	if g := c.Issuer.OutageGrace; g < 0 || g > 24*time.Hour {
+		add("issuer.outage_grace", "must be in 0..24h (got %s)", g)
+	}
+
 	// Node.
 	if h := c.Node.PublicHost; h != "" && strings.ContainsAny(h, "/ ") {
 		add("node.public_host", "must be a bare host name or IP, not a URL (got %q)", h)

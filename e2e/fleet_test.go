@@ -266,3 +266,42 @@ func httpGet(t *testing.T, url string) (int, string) {
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
 }
+
+// TestFleetPostgresDown: two nodes on one PostgreSQL, then PostgreSQL stops.
+// Issuer A (issuer.outage_grace: 1m, so the account it has just read still
+// authenticates) keeps answering the Tokens resource for six heartbeats and
+// more, from its last fleet view: both nodes still listed, never an empty
+// ice_servers; traverse_fleet_view_age_seconds says how stale that view is.
+func TestFleetPostgresDown(t *testing.T) {
+	cluster := pgtest.Start(t)
+	dsn := cluster.NewDatabase(t)
+	extra := fmt.Sprintf("store:\n  dsn: %q\n  encryption_key: %s\nnode:\n  heartbeat: %s\n",
+		dsn, hex.EncodeToString(bytes.Repeat([]byte{0x5c}, 32)), fleetHeartbeat)
+	a := Start(t, Options{IP: "127.0.0.2", Fleet: true, Extra: extra, Issuer: "  outage_grace: 1m\n"})
+	Start(t, Options{IP: "127.0.0.3", Fleet: true, Extra: extra})
+	hostOf := map[string]string{"127.0.0.2": "A", "127.0.0.3": "B"}
+	waitFor(t, 10*time.Second, "two serving nodes", func() bool {
+		return strings.Count(string(a.CLI("nodes", "list", "--json")), `"status": "serving"`) == 2
+	})
+	fleetToken(t, a, "") // A reads its account while the database is up
+
+	if err := cluster.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	got := map[string]int{}
+	for time.Since(stopped) < 6*fleetHeartbeat {
+		got[nodeOfToken(t, fleetToken(t, a, ""), hostOf)]++ // fails on an empty ice_servers
+	}
+	if got["A"] == 0 || got["B"] == 0 {
+		t.Fatalf("issuer A with PostgreSQL stopped for six heartbeats: %v, want both nodes from its last view", got)
+	}
+	age := a.Metric("traverse_fleet_view_age_seconds")
+	if age < (5 * fleetHeartbeat).Seconds() {
+		t.Fatalf("traverse_fleet_view_age_seconds = %v, want >= %v", age, (5 * fleetHeartbeat).Seconds())
+	}
+	if n := a.Metric("traverse_issuer_outage_auth_total"); n < 1 {
+		t.Fatalf("traverse_issuer_outage_auth_total = %v", n)
+	}
+	t.Logf("PostgreSQL down %s: issuer A answered %v; view age %.1fs", time.Since(stopped).Round(100*time.Millisecond), got, age)
+}

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/issuer"
@@ -50,8 +52,17 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 		}
 		proxies = append(proxies, pfx)
 	}
+	// Only the issuer's authentication lookups may outlive an outage; the
+	// fleet and the CLI see the store as it is.
+	outageAuth := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "traverse_issuer_outage_auth_total",
+		Help: "Accounts and API keys authenticated from memory while the store was unreachable (issuer.outage_grace).",
+	})
+	if err := s.reg.Register(outageAuth); err != nil {
+		return nil, err
+	}
 	p.svc, err = issuer.New(issuer.Options{
-		Store:          p.store,
+		Store:          store.WithOutageGrace(p.store, cfg.Issuer.OutageGrace, s.now, outageAuth.Inc),
 		Secrets:        func() *auth.Secrets { return s.secrets.Load() },
 		RelayURIs:      s.relayURIs,
 		TrustedProxies: proxies,
@@ -132,6 +143,7 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 		{!slices.Equal(old.Issuer.TrustedProxies, cfg.Issuer.TrustedProxies), "issuer.trusted_proxies"},
 		{!maps.Equal(old.Issuer.RegionByCIDR, cfg.Issuer.RegionByCIDR), "issuer.region_by_cidr"},
 		{old.Issuer.RelaysPerToken != cfg.Issuer.RelaysPerToken, "issuer.relays_per_token"},
+		{old.Issuer.OutageGrace != cfg.Issuer.OutageGrace, "issuer.outage_grace"},
 		{old.Node.Region != cfg.Node.Region, "node.region"},
 		{old.Node.Heartbeat != cfg.Node.Heartbeat, "node.heartbeat"},
 	} {
