@@ -17,9 +17,10 @@ import (
 	"github.com/traverse/traverse/internal/pgtest"
 )
 
-// fleetHeartbeat is node.heartbeat in the fleet test: short, so down and
-// drain show quickly, yet long enough for a loaded 2-core machine.
-const fleetHeartbeat = 500 * time.Millisecond
+// fleetHeartbeat is node.heartbeat in the fleet tests: short, so a dead
+// node leaves quickly, yet long enough that on a loaded 2-core machine a
+// live node never misses three beats in a row.
+const fleetHeartbeat = time.Second
 
 // TestFleet runs three `traverse serve` processes on one PostgreSQL, each
 // relay on its own loopback address standing in for a public IP:
@@ -167,7 +168,13 @@ func TestFleet(t *testing.T) {
 		got := choose(a, 10, "")
 		return got["B"] == 0
 	})
-	t.Logf("SIGKILLed node left the answers %s after the kill (heartbeat %s)", time.Since(killed).Round(10*time.Millisecond), fleetHeartbeat)
+	gone := time.Now()
+	last := nodeLastHeartbeat(t, a, ids["B"])
+	t.Logf("SIGKILLed node left the answers %s after the kill, %s after its last heartbeat (heartbeat %s)",
+		gone.Sub(killed).Round(10*time.Millisecond), gone.Sub(last).Round(10*time.Millisecond), fleetHeartbeat)
+	if d := gone.Sub(last); d > 3*fleetHeartbeat+time.Second {
+		t.Errorf("B left the answers %s after its last heartbeat, want within three heartbeats (+1s polling slack)", d)
+	}
 	if got := choose(a, 30, ""); got["A"] != 30 {
 		t.Errorf("issuer A with B killed and C draining: %v, want only A", got)
 	}
@@ -245,6 +252,25 @@ func nodeStatus(t *testing.T, in *Instance, id string) string {
 	return ""
 }
 
+// nodeLastHeartbeat is node id's last heartbeat per `traverse nodes list --json`.
+func nodeLastHeartbeat(t *testing.T, in *Instance, id string) time.Time {
+	t.Helper()
+	var nodes []struct {
+		ID            string    `json:"id"`
+		LastHeartbeat time.Time `json:"last_heartbeat"`
+	}
+	if err := json.Unmarshal(in.CLI("nodes", "list", "--json"), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.ID == id {
+			return n.LastHeartbeat
+		}
+	}
+	t.Fatalf("node %s not listed", id)
+	return time.Time{}
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -269,8 +295,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 // TestFleetPostgresDown: two nodes on one PostgreSQL, then PostgreSQL stops.
 // Issuer A (issuer.outage_grace: 1m, so the account it has just read still
-// authenticates) keeps answering the Tokens resource for six heartbeats and
-// more, from its last fleet view: both nodes still listed, never an empty
+// authenticates) keeps answering the Tokens resource for four heartbeats (a
+// node is down after three), from its last fleet view: both nodes still listed, never an empty
 // ice_servers; traverse_fleet_view_age_seconds says how stale that view is.
 func TestFleetPostgresDown(t *testing.T) {
 	cluster := pgtest.Start(t)
@@ -290,15 +316,15 @@ func TestFleetPostgresDown(t *testing.T) {
 	}
 	stopped := time.Now()
 	got := map[string]int{}
-	for time.Since(stopped) < 6*fleetHeartbeat {
+	for time.Since(stopped) < 4*fleetHeartbeat {
 		got[nodeOfToken(t, fleetToken(t, a, ""), hostOf)]++ // fails on an empty ice_servers
 	}
 	if got["A"] == 0 || got["B"] == 0 {
-		t.Fatalf("issuer A with PostgreSQL stopped for six heartbeats: %v, want both nodes from its last view", got)
+		t.Fatalf("issuer A with PostgreSQL stopped for four heartbeats: %v, want both nodes from its last view", got)
 	}
 	age := a.Metric("traverse_fleet_view_age_seconds")
-	if age < (5 * fleetHeartbeat).Seconds() {
-		t.Fatalf("traverse_fleet_view_age_seconds = %v, want >= %v", age, (5 * fleetHeartbeat).Seconds())
+	if age < (3 * fleetHeartbeat).Seconds() {
+		t.Fatalf("traverse_fleet_view_age_seconds = %v, want >= %v", age, (3 * fleetHeartbeat).Seconds())
 	}
 	if n := a.Metric("traverse_issuer_outage_auth_total"); n < 1 {
 		t.Fatalf("traverse_issuer_outage_auth_total = %v", n)
