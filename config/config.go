@@ -43,6 +43,7 @@ type Config struct {
 	Relay   Relay   `yaml:"relay"`
 	Issuer  Issuer  `yaml:"issuer"`
 	Store   Store   `yaml:"store"`
+	Node    Node    `yaml:"node"`
 	Log     Log     `yaml:"log"`
 	Metrics Metrics `yaml:"metrics"`
 	Console Console `yaml:"console"`
@@ -224,6 +225,39 @@ type Issuer struct {
 	// TokensBurst is how many credentials an account may mint at once
 	// before TokensPerSecond applies. Default 100.
 	TokensBurst int `yaml:"tokens_burst"`
+	// RelaysPerToken is how many serving fleet nodes a credential lists
+	// (each with its own URIs). Default 1.
+	RelaysPerToken int `yaml:"relays_per_token"`
+	// RegionByCIDR maps client CIDRs (or single IPs) to a node.region, so a
+	// client gets relays of its region; the longest matching prefix wins.
+	// Default none: the issuer's own node.region.
+	RegionByCIDR map[string]string `yaml:"region_by_cidr"`
+	// TrustedProxies are CIDRs (or single IPs) of reverse proxies whose
+	// X-Forwarded-For or Forwarded header names the client. Default none:
+	// the header is ignored and the TCP peer is the client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// OutageGrace lets the issuer keep authenticating while the store is
+	// unreachable: accounts and API keys it read successfully within this
+	// long still authenticate (a row the store said was gone never does).
+	// Default 0: off, every authentication needs the store.
+	OutageGrace time.Duration `yaml:"outage_grace"`
+}
+
+// Node describes this process as a member of a fleet of relays sharing
+// store.dsn (see package fleet).
+type Node struct {
+	// PublicHost is the host in this node's ICE URIs. Default: the relay's
+	// advertised IP (relay.public_ip).
+	PublicHost string `yaml:"public_host"`
+	// Region is free text such as "eu-west", matched by issuer.region_by_cidr.
+	// Default "" (no region).
+	Region string `yaml:"region"`
+	// Weight is this node's share of new credentials relative to the other
+	// nodes, 1..1000. Default 1.
+	Weight int `yaml:"weight"`
+	// Heartbeat is how often the node refreshes its row in the store; a
+	// node silent for three heartbeats is down. Default 5s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
 }
 
 // Store configures where accounts and API keys live.
@@ -289,7 +323,9 @@ func Default() Config {
 			Listen:          "127.0.0.1:8080",
 			TokensPerSecond: 10,
 			TokensBurst:     100,
+			RelaysPerToken:  1,
 		},
+		Node:    Node{Weight: 1, Heartbeat: 5 * time.Second},
 		Log:     Log{Level: "info", Format: "console"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		Console: Console{Enabled: true, SessionTTL: 15 * time.Minute},

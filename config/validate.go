@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -179,6 +180,36 @@ func (c Config) Validate() error {
 	if c.Console.Enabled && (c.Console.SessionTTL < time.Minute || c.Console.SessionTTL > 12*time.Hour) {
 		add("console.session_ttl", "must be from 1m to 12h (got %s)", c.Console.SessionTTL)
 	}
+	if n := c.Issuer.RelaysPerToken; n < 1 || n > 16 {
+		add("issuer.relays_per_token", "must be in 1..16 (got %d)", n)
+	}
+	for _, cidr := range sortedKeys(c.Issuer.RegionByCIDR) {
+		if _, err := ParsePrefix(cidr); err != nil {
+			add("issuer.region_by_cidr."+cidr, "%v", err)
+		} else if c.Issuer.RegionByCIDR[cidr] == "" {
+			add("issuer.region_by_cidr."+cidr, "region must not be empty")
+		}
+	}
+	for i, s := range c.Issuer.TrustedProxies {
+		if _, err := ParsePrefix(s); err != nil {
+			add(fmt.Sprintf("issuer.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+
+	if g := c.Issuer.OutageGrace; g < 0 || g > 24*time.Hour {
+		add("issuer.outage_grace", "must be in 0..24h (got %s)", g)
+	}
+
+	// Node.
+	if h := c.Node.PublicHost; h != "" && strings.ContainsAny(h, "/ ") {
+		add("node.public_host", "must be a bare host name or IP, not a URL (got %q)", h)
+	}
+	if w := c.Node.Weight; w < 1 || w > 1000 {
+		add("node.weight", "must be in 1..1000 (got %d)", w)
+	}
+	if hb := c.Node.Heartbeat; hb < 100*time.Millisecond || hb > 10*time.Minute {
+		add("node.heartbeat", "must be in 100ms..10m (got %s)", hb)
+	}
 
 	// Store.
 	if d := c.Store.DSN; d != "" && !strings.HasPrefix(d, "sqlite:") &&
@@ -278,4 +309,13 @@ func redactDSN(d string) string {
 		}
 	}
 	return d
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -71,7 +71,7 @@ func runDev(t *testing.T, cfgPath string, start func(*exec.Cmd) error) {
 }
 
 // waitFor waits until out contains what.
-func waitFor(t *testing.T, out *syncBuffer, what string) {
+func waitForOutput(t *testing.T, out *syncBuffer, what string) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), what); {
 		if time.Now().After(deadline) {
@@ -154,8 +154,8 @@ func TestFirstStartNotATerminal(t *testing.T) {
 		return cmd.Start()
 	})
 	path, _ := filepath.Abs(filepath.Join(dataDir, "primary-account.txt"))
-	waitFor(t, stdout, "rm "+path+"\n")
-	waitFor(t, stderr, `"msg":"traverse started"`)
+	waitForOutput(t, stdout, "rm "+path+"\n")
+	waitForOutput(t, stderr, `"msg":"traverse started"`)
 
 	st, err := os.Stat(path)
 	if err != nil {
@@ -197,7 +197,7 @@ func TestFirstStartTerminal(t *testing.T) {
 		go func() { _, _ = io.Copy(out, tty); _ = tty.Close() }() // ends with EIO when the process exits
 		return nil
 	})
-	waitFor(t, out, "Tokens.json")
+	waitForOutput(t, out, "Tokens.json")
 	msg := strings.ReplaceAll(out.String(), "\r\n", "\n") // the terminal's line discipline
 	c := findCurl(t, msg)
 	if !strings.Contains(msg, "Account SID: "+c.user+"\n") || !strings.Contains(msg, "Auth token:  "+c.pass+"\n") {

@@ -78,6 +78,15 @@ type Options struct {
 	// CORSOrigins is issuer.cors_origins: origins whose pages may call
 	// POST /v1/ice-servers.
 	CORSOrigins []string
+	// IP is the loopback address of the TURN listeners and the relay
+	// (relay.bind_ip and relay.public_ip); default 127.0.0.1.
+	IP string
+	// Fleet leaves issuer.public_host unset, so the issuer lists the relays
+	// its fleet view chooses.
+	Fleet bool
+	// Issuer is more YAML inside the issuer section, each line indented by
+	// two spaces, e.g. "  relays_per_token: 2\n".
+	Issuer string
 	// IPv6 adds listeners on [::1] beside 127.0.0.1 (UDP and TCP sharing a
 	// port there too).
 	IPv6 bool
@@ -106,10 +115,10 @@ func sharedPort(t *testing.T, host string) int {
 	return 0
 }
 
-// listenYAML is the listen section: UDP and TCP sharing a port on each
-// address, TLS (and plain TCP) on another.
-func listenYAML(t *testing.T, ipv6 bool) string {
-	hosts := []string{"127.0.0.1"}
+// listenYAML is the listen section on ip (and ::1 with ipv6): UDP and TCP
+// sharing a port on each address, TLS (and plain TCP) on another.
+func listenYAML(t *testing.T, ip string, ipv6 bool) string {
+	hosts := []string{ip}
 	if ipv6 {
 		hosts = append(hosts, "::1")
 	}
@@ -132,23 +141,31 @@ func Start(t *testing.T, o Options) *Instance {
 		drain = time.Second
 	}
 	in := &Instance{t: t, Dir: dir, Config: filepath.Join(dir, "traverse.yaml"), logs: &syncBuffer{}, exited: make(chan struct{})}
+	ip := o.IP
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	issuerExtra := "  public_host: " + ip + "\n"
+	if o.Fleet {
+		issuerExtra = ""
+	}
+	issuerExtra += o.Issuer
 	cfg := fmt.Sprintf(`data_dir: %s
-%srelay:
-  public_ip: 127.0.0.1
-  bind_ip: 127.0.0.1
+%[7]srelay:
+  public_ip: %[5]s
+  bind_ip: %[5]s
   peers:
-    allow_loopback: %t
-  drain_timeout: %s
+    allow_loopback: %[2]t
+  drain_timeout: %[3]s
 issuer:
   listen: 127.0.0.1:0
-  public_host: 127.0.0.1
-  cors_origins: [%s]
-metrics:
+  cors_origins: [%[4]s]
+%[6]smetrics:
   listen: 127.0.0.1:0
 log:
   format: json
   level: debug
-`, dir, listenYAML(t, o.IPv6), !o.DenyLoopback, drain, strings.Join(o.CORSOrigins, ", "))
+`, dir, !o.DenyLoopback, drain, strings.Join(o.CORSOrigins, ", "), ip, issuerExtra, listenYAML(t, ip, o.IPv6))
 	if o.TLS {
 		cert, key := WriteCert(t, dir)
 		cfg += fmt.Sprintf("tls:\n  cert: %s\n  key: %s\n", cert, key)

@@ -71,8 +71,8 @@ func newFixture(t testing.TB) *fixture {
 }
 
 // newNode opens the store in dir (shared by nodes given the same dir) and
-// serves an issuer on it.
-func newNode(t testing.TB, dir string) *fixture {
+// serves an issuer on it; edits adjust its Options.
+func newNode(t testing.TB, dir string, edits ...func(*issuer.Options)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenConfigured(ctx, dir, "", "")
@@ -88,14 +88,18 @@ func newNode(t testing.TB, dir string) *fixture {
 		clock:   &clock{now: t0},
 		logs:    logs,
 	}
-	f.svc, err = issuer.New(issuer.Options{
+	opts := issuer.Options{
 		Store:      st,
 		Secrets:    func() *auth.Secrets { return f.secrets },
 		URIs:       func() []string { return testURIs },
 		Log:        zap.New(core),
 		Registerer: f.reg,
 		Now:        f.clock.Now,
-	})
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	f.svc, err = issuer.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -170,7 +169,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // on failures) and returns the account named by {AccountSid} that the caller
 // may act on.
 func (s *Service) authorize(r *http.Request) (Principal, error) {
-	ip := clientIP(r)
+	ip := s.clientAddr(r)
 	now := s.now()
 	if s.fails.Blocked(keyrate.Source(ip), now) {
 		s.metrics.authFailures.WithLabelValues(reasonRateLimited).Inc()
@@ -322,7 +321,7 @@ func (s *Service) serveTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tok, err := s.issue(p.Account.Sid, ttl)
+	tok, err := s.issue(p.Account.Sid, ttl, s.clientAddr(r))
 	if err != nil {
 		return err
 	}
@@ -477,10 +476,12 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		status, code, msg = http.StatusForbidden, CodeForbidden, "Access Denied"
 	default:
 		status, code, msg = http.StatusInternalServerError, CodeInternal, "Internal Server Error"
-		s.log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		s.log.Error("request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.Stringer("client", s.clientAddr(r)), zap.Error(err))
 	}
 	if status < 500 {
-		s.log.Debug("request refused", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Int("status", status))
+		s.log.Debug("request refused", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.Int("status", status), zap.Stringer("client", s.clientAddr(r)))
 	}
 	writeJSON(w, status, apiError{
 		Code:     code,
@@ -488,14 +489,4 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		MoreInfo: "https://www.twilio.com/docs/errors/" + strconv.Itoa(code),
 		Status:   status,
 	})
-}
-
-// clientIP is the address the request came from. X-Forwarded-For is not
-// trusted: behind a proxy every client shares the proxy's failure budget.
-func clientIP(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -73,6 +74,9 @@ type TokenPrincipal struct {
 	ExpiresAt time.Time
 	// TTLCap is the nts grant's cap on credential lifetime; 0 for none.
 	TTLCap time.Duration
+	// Client is the address the request came from (see clientAddr), for
+	// the choice of relays; the zero Addr when unknown.
+	Client netip.Addr
 }
 
 // tokenLookup records, for one verification, what the store said: why a
@@ -272,7 +276,7 @@ func (s *Service) CreateICEServers(p TokenPrincipal, requested time.Duration) (T
 	if p.Identity != "" {
 		user = p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + randomHex(8)
 	}
-	tok, err := s.mint(p.Account.Sid, user, ttl, now)
+	tok, err := s.mint(p.Account.Sid, user, ttl, now, p.Client)
 	if err != nil {
 		return Token{}, err
 	}

@@ -97,7 +97,7 @@ func (s *Service) serveICEServers(w http.ResponseWriter, r *http.Request) error 
 // authorizeToken authenticates the token the request presents, rate-limited
 // per client on failures like Basic auth.
 func (s *Service) authorizeToken(r *http.Request) (TokenPrincipal, error) {
-	ip := clientIP(r)
+	ip := s.clientAddr(r)
 	now := s.now()
 	if s.fails.Blocked(keyrate.Source(ip), now) {
 		s.metrics.authFailures.WithLabelValues(reasonRateLimited).Inc()
@@ -110,6 +110,7 @@ func (s *Service) authorizeToken(r *http.Request) (TokenPrincipal, error) {
 		}
 		return TokenPrincipal{}, err
 	}
+	p.Client = ip
 	return p, nil
 }
 

@@ -91,6 +91,12 @@ type Options struct {
 	// URIs returns the ICE server URIs without credentials, computed by the
 	// caller from the bound listeners (see DefaultURIs). Nil means none.
 	URIs func() []string
+	// RelayURIs, when set, replaces URIs: the URIs of the relays chosen for
+	// a client (the zero Addr when the client is unknown), for a fleet.
+	RelayURIs func(client netip.Addr) []string
+	// TrustedProxies are reverse proxies whose X-Forwarded-For or
+	// Forwarded header names the client (issuer.trusted_proxies).
+	TrustedProxies []netip.Prefix
 	// MaxTTL caps a token's ttl (auth.max_ttl: the relay refuses credentials
 	// that expire later). A larger requested Ttl is lowered to it and the
 	// answer's ttl says so. 0 means 24h.
@@ -115,7 +121,8 @@ type Options struct {
 type Service struct {
 	store   store.Store
 	secrets func() *auth.Secrets
-	uris    func() []string
+	uris    func(client netip.Addr) []string
+	proxies proxies
 	maxTTL  time.Duration
 	log     *zap.Logger
 	now     func() time.Time
@@ -134,7 +141,7 @@ func New(opts Options) (*Service, error) {
 	s := &Service{
 		store:   opts.Store,
 		secrets: opts.Secrets,
-		uris:    opts.URIs,
+		proxies: opts.TrustedProxies,
 		maxTTL:  opts.MaxTTL,
 		log:     opts.Log,
 		now:     opts.Now,
@@ -142,8 +149,13 @@ func New(opts Options) (*Service, error) {
 	if s.secrets == nil {
 		s.secrets = func() *auth.Secrets { return nil }
 	}
-	if s.uris == nil {
-		s.uris = func() []string { return nil }
+	switch {
+	case opts.RelayURIs != nil:
+		s.uris = opts.RelayURIs
+	case opts.URIs != nil:
+		s.uris = func(netip.Addr) []string { return opts.URIs() }
+	default:
+		s.uris = func(netip.Addr) []string { return nil }
 	}
 	if s.maxTTL <= 0 || s.maxTTL > MaxTTL {
 		s.maxTTL = MaxTTL
@@ -381,18 +393,19 @@ func (s *Service) CreateToken(ctx context.Context, accountSid string, ttl time.D
 	} else if !active {
 		return Token{}, ErrAccountNotActive
 	}
-	return s.issue(a.Sid, ttl)
+	return s.issue(a.Sid, ttl, netip.Addr{})
 }
 
 // issue mints the TURN REST credential: user "<AccountSid>:<16 hex>", so the
 // username is "<expiry>:<AccountSid>:<random>".
-func (s *Service) issue(accountSid string, ttl time.Duration) (Token, error) {
+// client is the requester's address, for the choice of relays.
+func (s *Service) issue(accountSid string, ttl time.Duration, client netip.Addr) (Token, error) {
 	if ttl < MinTTL || ttl > MaxTTL || ttl%time.Second != 0 {
 		return Token{}, &ParamError{Param: "Ttl", Message: fmt.Sprintf(
 			"Invalid Ttl: must be a whole number of seconds from 1 to 86400 (got %s)", ttl)}
 	}
 	ttl = min(ttl, s.maxTTL)
-	tok, err := s.mint(accountSid, accountSid+":"+randomHex(8), ttl, s.now().UTC().Truncate(time.Second))
+	tok, err := s.mint(accountSid, accountSid+":"+randomHex(8), ttl, s.now().UTC().Truncate(time.Second), client)
 	if err != nil {
 		return Token{}, err
 	}
@@ -401,8 +414,9 @@ func (s *Service) issue(accountSid string, ttl time.Duration) (Token, error) {
 }
 
 // mint makes the credential for user, valid ttl (already bounded) from now
-// (whole seconds), and the Token around it. Every minting route calls it.
-func (s *Service) mint(accountSid, user string, ttl time.Duration, now time.Time) (Token, error) {
+// (whole seconds), and the Token around it, listing the relays chosen for
+// client. Every minting route calls it.
+func (s *Service) mint(accountSid, user string, ttl time.Duration, now time.Time, client netip.Addr) (Token, error) {
 	ring := s.secrets()
 	if ring == nil || ring.Len() == 0 {
 		return Token{}, ErrNoSecret
@@ -419,7 +433,7 @@ func (s *Service) mint(accountSid, user string, ttl time.Duration, now time.Time
 		AccountSid:  accountSid,
 		DateCreated: now,
 		DateUpdated: now,
-		ICEServers:  ICEServers(s.uris(), cred.Username, cred.Password),
+		ICEServers:  ICEServers(s.uris(client), cred.Username, cred.Password),
 		Username:    cred.Username,
 		Password:    cred.Password,
 		TTL:         ttl,

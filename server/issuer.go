@@ -3,8 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
@@ -39,15 +44,36 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 	if p.store, err = store.OpenConfigured(ctx, cfg.DataDir, cfg.Store.DSN, cfg.Store.EncryptionKey); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	if s.fleet, err = newFleetView(s, cfg, p.store); err != nil {
+		return nil, err
+	}
+	var proxies []netip.Prefix
+	for _, c := range cfg.Issuer.TrustedProxies {
+		pfx, err := config.ParsePrefix(c) // checked by Validate
+		if err != nil {
+			return nil, err
+		}
+		proxies = append(proxies, pfx)
+	}
+	// Only the issuer's authentication lookups may outlive an outage; the
+	// fleet and the CLI see the store as it is.
+	outageAuth := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "traverse_issuer_outage_auth_total",
+		Help: "Accounts and API keys authenticated from memory while the store was unreachable (issuer.outage_grace).",
+	})
+	if err := s.reg.Register(outageAuth); err != nil {
+		return nil, err
+	}
 	p.svc, err = issuer.New(issuer.Options{
-		Store:       p.store,
-		Secrets:     func() *auth.Secrets { return s.secrets.Load() },
-		URIs:        s.ICEURIs,
-		MaxTTL:      cfg.Auth.MaxTTL,
-		Log:         s.log.Named("issuer"),
-		Registerer:  s.reg,
-		Now:         s.now,
-		CORSOrigins: cfg.Issuer.CORSOrigins,
+		Store:          store.WithOutageGrace(p.store, cfg.Issuer.OutageGrace, s.now, outageAuth.Inc),
+		Secrets:        func() *auth.Secrets { return s.secrets.Load() },
+		RelayURIs:      s.relayURIs,
+		TrustedProxies: proxies,
+		MaxTTL:         cfg.Auth.MaxTTL,
+		Log:            s.log.Named("issuer"),
+		Registerer:     s.reg,
+		Now:            s.now,
+		CORSOrigins:    cfg.Issuer.CORSOrigins,
 
 		TokensPerSecond: cfg.Issuer.TokensPerSecond,
 		TokensBurst:     cfg.Issuer.TokensBurst,
@@ -119,6 +145,23 @@ func issuerRestartNeeded(old, cfg config.Config) []string {
 	}
 	if old.Issuer.TokensPerSecond != cfg.Issuer.TokensPerSecond || old.Issuer.TokensBurst != cfg.Issuer.TokensBurst {
 		out = append(out, "issuer.tokens_per_second/tokens_burst")
+	}
+	// The fleet view and the client-address policy are built once;
+	// node.weight and node.public_host go out with the next heartbeat.
+	for _, c := range []struct {
+		changed bool
+		key     string
+	}{
+		{!slices.Equal(old.Issuer.TrustedProxies, cfg.Issuer.TrustedProxies), "issuer.trusted_proxies"},
+		{!maps.Equal(old.Issuer.RegionByCIDR, cfg.Issuer.RegionByCIDR), "issuer.region_by_cidr"},
+		{old.Issuer.RelaysPerToken != cfg.Issuer.RelaysPerToken, "issuer.relays_per_token"},
+		{old.Issuer.OutageGrace != cfg.Issuer.OutageGrace, "issuer.outage_grace"},
+		{old.Node.Region != cfg.Node.Region, "node.region"},
+		{old.Node.Heartbeat != cfg.Node.Heartbeat, "node.heartbeat"},
+	} {
+		if c.changed {
+			out = append(out, c.key)
+		}
 	}
 	return out
 }

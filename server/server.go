@@ -25,6 +25,7 @@ import (
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/certs"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/fleet"
 	"github.com/traverse/traverse/internal/pionlog"
 	"github.com/traverse/traverse/publicip"
 	"github.com/traverse/traverse/relay"
@@ -64,6 +65,8 @@ type Server struct {
 	secrets     atomic.Pointer[auth.Secrets]
 	relay       *relay.Server
 	issuer      *issuerPart
+	fleet       *fleetPart // nil when this process neither issues nor joins a fleet
+	fps         atomic.Pointer[[]string]
 
 	metricsLn  net.Listener
 	metricsSrv *http.Server
@@ -164,6 +167,15 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		s.certs.Start(alpn)
 	}
+	if err := s.startRegistry(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if s.fleet != nil && s.fleet.view != nil {
+		// The first read, so the first token already sees the fleet.
+		if err := s.fleet.view.Refresh(ctx); err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -176,6 +188,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	if s.issuer != nil {
 		go func() { s.serveErr <- s.issuer.serve() }()
+	}
+	if s.fleet != nil {
+		s.fleet.run()
 	}
 	s.ready.Store(true)
 	s.logStarted()
@@ -208,6 +223,9 @@ func serveHTTP(srv *http.Server, ln net.Listener, certs *certs.Manager) error {
 // (or until ctx is done) for the live ones, then closes everything.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.ready.Store(false)
+	if s.fleet != nil {
+		s.fleet.drain(s.log)
+	}
 	s.mu.Lock()
 	drain := s.cfg.Relay.DrainTimeout
 	s.mu.Unlock()
@@ -227,6 +245,9 @@ func (s *Server) closeAll() {
 		// A fresh context: the caller's may already be cancelled.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		if s.fleet != nil {
+			s.fleet.close()
+		}
 		if s.issuer != nil {
 			s.issuer.close(ctx)
 		}
@@ -283,6 +304,9 @@ func (s *Server) Reload(cfg config.Config) ([]string, error) {
 	if s.issuer != nil {
 		s.issuer.svc.SetCORSOrigins(cfg.Issuer.CORSOrigins)
 	}
+	if s.fleet != nil {
+		s.setFingerprints(fleet.Fingerprints(s.fleet.storeKey, cfg.Auth.Secrets))
+	}
 	if s.level != nil {
 		if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil {
 			s.level.SetLevel(lvl.Level())
@@ -322,26 +346,32 @@ func (s *Server) metricsHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		// Each thing that keeps a part of the server from serving, named.
-		var missing []string
-		if s.relay != nil {
-			if stopped := s.relay.StoppedListeners(); len(stopped) > 0 {
-				missing = append(missing, "listener stopped: "+strings.Join(stopped, "; "))
-			}
-		}
-		if s.certs != nil {
-			// UDP and TCP serve meanwhile; the body says what TLS lacks.
-			if m := s.certs.Missing(); m != "" {
-				missing = append(missing, m)
-			}
-		}
-		if len(missing) > 0 {
-			http.Error(w, "not ready: "+strings.Join(missing, "; "), http.StatusServiceUnavailable)
+		if why := s.notReady(); len(why) > 0 {
+			http.Error(w, "not ready: "+strings.Join(why, "; "), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
+}
+
+// notReady names each thing that keeps a part of the server from serving,
+// for /readyz: a listener that stopped, a certificate ACME has not obtained
+// yet (UDP and TCP serve meanwhile), a draining node, a secret missing from
+// this node's ring.
+func (s *Server) notReady() []string {
+	var why []string
+	if s.relay != nil {
+		if stopped := s.relay.StoppedListeners(); len(stopped) > 0 {
+			why = append(why, "listener stopped: "+strings.Join(stopped, "; "))
+		}
+	}
+	if s.certs != nil {
+		if m := s.certs.Missing(); m != "" {
+			why = append(why, m)
+		}
+	}
+	return append(why, s.fleetNotReady()...)
 }
 
 // logStarted writes the one start-up line with every listener, the
@@ -391,9 +421,10 @@ func (s *Server) warnLoopbackPeers(cfg config.Config) {
 	}
 }
 
-// ICEURIs are the STUN/TURN URIs handed out with credentials: issuer.ice_servers
-// when set, else derived from issuer.public_host (default: the relay's
-// advertised IP) and the first listener of each kind.
+// ICEURIs are this node's own STUN/TURN URIs: issuer.ice_servers when set,
+// else derived from issuer.public_host (default: the relay's advertised IP)
+// and the first listener of each kind. Credentials list them when an
+// override is set or the fleet offers no node (see relayURIs).
 // The result is shared: callers must not modify it.
 func (s *Server) ICEURIs() []string {
 	s.mu.Lock()

@@ -101,6 +101,9 @@ type Store interface {
 	// DeleteKey removes the key sid of accountSid, or returns ErrNotFound.
 	DeleteKey(ctx context.Context, accountSid, sid string) error
 
+	// NodeStore is the fleet registry (nodes.go).
+	NodeStore
+
 	// Close releases the store.
 	Close() error
 }

@@ -21,6 +21,17 @@ import (
 // an issuer service over it. Only the store keys matter here, so the rest of
 // the config is not validated: these commands work before secrets are set.
 func withIssuer(cmd *cobra.Command, fn func(ctx context.Context, svc *issuer.Service) error) error {
+	return withStore(cmd, func(ctx context.Context, _ config.Config, st store.Store) error {
+		svc, err := issuer.New(issuer.Options{Store: st})
+		if err != nil {
+			return err
+		}
+		return fn(ctx, svc)
+	})
+}
+
+// withStore runs fn on the store the config names, then closes it.
+func withStore(cmd *cobra.Command, fn func(ctx context.Context, cfg config.Config, st store.Store) error) error {
 	cfg, err := config.Load(configPath(cmd))
 	if err != nil {
 		return &exitError{2, err}
@@ -34,11 +45,7 @@ func withIssuer(cmd *cobra.Command, fn func(ctx context.Context, svc *issuer.Ser
 		return err
 	}
 	defer st.Close()
-	svc, err := issuer.New(issuer.Options{Store: st})
-	if err != nil {
-		return err
-	}
-	return fn(ctx, svc)
+	return fn(ctx, cfg, st)
 }
 
 // primaryAccount is the oldest top-level account: the default of --account.

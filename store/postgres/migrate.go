@@ -50,6 +50,26 @@ var migrations = []string{
 		name  text PRIMARY KEY,
 		value bytea NOT NULL
 	);`,
+	// 2 (issue 12): the fleet registry, and the version that every state
+	// change bumps. uris and secret_fps are JSON arrays of strings.
+	`CREATE TABLE nodes (
+		id             text PRIMARY KEY,
+		public_host    text NOT NULL,
+		uris           text NOT NULL,
+		region         text NOT NULL,
+		weight         integer NOT NULL,
+		allocations    integer NOT NULL,
+		bits_per_sec   bigint NOT NULL,
+		secret_fps     text NOT NULL,
+		state          text NOT NULL CHECK (state IN ('serving', 'draining')),
+		started        timestamptz NOT NULL,
+		last_heartbeat timestamptz NOT NULL
+	);
+	CREATE TABLE fleet_version (
+		id      integer PRIMARY KEY CHECK (id = 1),
+		version bigint NOT NULL
+	);
+	INSERT INTO fleet_version (id, version) VALUES (1, 0);`,
 }
 
 // SchemaVersion is the schema version this build migrates to.

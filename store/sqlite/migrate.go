@@ -35,6 +35,26 @@ var migrations = []string{
 		name  TEXT PRIMARY KEY,
 		value BLOB NOT NULL
 	);`,
+	// 2 (issue 12): the fleet registry, and the version that every state
+	// change bumps. uris and secret_fps are JSON arrays of strings.
+	`CREATE TABLE nodes (
+		id             TEXT PRIMARY KEY,
+		public_host    TEXT NOT NULL,
+		uris           TEXT NOT NULL,
+		region         TEXT NOT NULL,
+		weight         INTEGER NOT NULL,
+		allocations    INTEGER NOT NULL,
+		bits_per_sec   INTEGER NOT NULL,
+		secret_fps     TEXT NOT NULL,
+		state          TEXT NOT NULL CHECK (state IN ('serving', 'draining')),
+		started        INTEGER NOT NULL,
+		last_heartbeat INTEGER NOT NULL
+	);
+	CREATE TABLE fleet_version (
+		id      INTEGER PRIMARY KEY CHECK (id = 1),
+		version INTEGER NOT NULL
+	);
+	INSERT INTO fleet_version (id, version) VALUES (1, 0);`,
 }
 
 // SchemaVersion is the schema version this build migrates to.
