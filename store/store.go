@@ -101,6 +101,9 @@ type Store interface {
 	// DeleteKey removes the key sid of accountSid, or returns ErrNotFound.
 	DeleteKey(ctx context.Context, accountSid, sid string) error
 
+	// Usage keeps usage buckets, revocations and live allocations (usage.go).
+	Usage
+
 	// Close releases the store.
 	Close() error
 }
