@@ -260,7 +260,13 @@ func (s *Service) CreateICEServers(p TokenPrincipal, requested time.Duration) (T
 		return Token{}, err
 	}
 	ttl = min(ttl, left)
-	user := p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + randomHex(8)
+	// The last field starts with the signing key's tag (auth.KeyTag), so
+	// that deleting the key cuts the allocations made with it.
+	random := randomHex(8)
+	if p.KeySid != "" {
+		random = auth.KeyTag(p.KeySid) + randomHex(auth.KeyTagLen/2)
+	}
+	user := p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + random
 	tok, err := s.mint(p.Account.Sid, user, ttl, now)
 	if err != nil {
 		return Token{}, err

@@ -16,6 +16,7 @@ type liveAllocation struct {
 	quotaKey  string    // the user part of a TURN REST username, or the static user
 	expires   time.Time // zero for static users
 	relayAddr netip.AddrPort
+	session   session // what Allocations reports (sessions.go)
 }
 
 // allocTable indexes live allocations by the client's transport address

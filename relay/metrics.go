@@ -12,10 +12,11 @@ const (
 	AuthUnknownUser   = "unknown_user"
 	AuthOwnerMismatch = "owner_mismatch"
 	AuthWrongRealm    = "wrong_realm"
+	AuthRevoked       = "revoked"
 )
 
 var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFuture, AuthMalformed,
-	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm}
+	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm, AuthRevoked}
 
 // metrics are the relay's Prometheus series. No username is ever a label.
 type metrics struct {
@@ -30,6 +31,7 @@ type metrics struct {
 	packets            *prometheus.CounterVec // direction
 	bandwidthDropped   *prometheus.CounterVec // direction
 	expiredTornDown    prometheus.Counter
+	killed             *prometheus.CounterVec // reason
 	tlsHandshakeFailed prometheus.Counter
 	streamRejected     prometheus.Counter
 	dropped            *prometheus.CounterVec // reason
@@ -81,6 +83,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"direction"}),
 		expiredTornDown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_expired_allocations_closed_total", Help: "Allocations closed because their credential expired (auth.strict_expiry)."}),
+		killed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_allocations_killed_total", Help: "Live allocations torn down by a kill or a revocation, by reason (kill, revoked)."},
+			[]string{"reason"}),
 		tlsHandshakeFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
 		streamRejected: prometheus.NewCounter(prometheus.CounterOpts{
@@ -99,6 +104,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, q := range []string{"per_user", "total", "draining"} {
 		m.quotaRejected.WithLabelValues(q)
 	}
+	for _, r := range []string{killKill, killRevoked} {
+		m.killed.WithLabelValues(r)
+	}
 	for _, t := range []string{"udp", "tcp", "tls"} {
 		m.allocationsCreated.WithLabelValues(t)
 	}
@@ -112,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.dropped)
+			m.expiredTornDown, m.killed, m.tlsHandshakeFailed, m.streamRejected, m.dropped)
 	}
 	return m
 }

@@ -43,6 +43,10 @@ type Options struct {
 	AdminAddrs []netip.AddrPort
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnAllocationCreated and OnAllocationEnded, when set, hear of every
+	// allocation pion creates and deletes; Ended carries its final traffic.
+	// They are called on pion's goroutines and must not block.
+	OnAllocationCreated, OnAllocationEnded func(Allocation)
 }
 
 // Addrs are the bound listener addresses.
@@ -83,6 +87,9 @@ type Server struct {
 	signed      signedRequests
 	refusals    refusals
 	allocs      *allocTable
+	revoked     atomic.Pointer[Revoked]
+	onCreated   func(Allocation)
+	onEnded     func(Allocation)
 
 	relaysMu sync.Mutex
 	relays   map[netip.AddrPort]*relayConn // by advertised address
@@ -133,6 +140,9 @@ func New(opts Options) (_ *Server, err error) {
 		stop:      make(chan struct{}),
 
 		maxStreamConns: maxStreamConns,
+
+		onCreated: opts.OnAllocationCreated,
+		onEnded:   opts.OnAllocationEnded,
 	}
 	defer func() {
 		if err != nil {
@@ -384,14 +394,24 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, protocol, username, _ st
 	if _, static := st.userKeys[username]; !static {
 		a.expires, _, _ = auth.ParseUsername(username)
 	}
+	a.session = s.newSession(src, dst, relayAddr)
 	s.allocs.add(srcKey(src), a)
 	s.metrics.allocationsActive.Inc()
 	s.metrics.created(transportOf(src, protocol)).Inc()
+	if s.onCreated != nil {
+		s.onCreated(a.report())
+	}
+	if s.isRevoked(username) { // revoked between authentication and now
+		s.closeRelay(a.relayAddr)
+	}
 }
 
 func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
-	if _, ok := s.allocs.remove(srcKey(src)); ok {
+	if a, ok := s.allocs.remove(srcKey(src)); ok {
 		s.metrics.allocationsActive.Dec()
+		if s.onEnded != nil {
+			s.onEnded(a.report())
+		}
 	}
 }
 
