@@ -85,10 +85,14 @@ type Options struct {
 	// CORSOrigins may call POST /v1/ice-servers from a browser: exact
 	// origins ("https://app.example.com"), or "*" for any. Nil means none.
 	CORSOrigins []string
+	// Usage prices the Usage Records and bounds the live allocation list
+	// (usage.go); zero values mean no price and a 30s bound.
+	Usage UsageOptions
 }
 
 // Service is the issuer's logic, free of HTTP.
 type Service struct {
+	usage   UsageOptions
 	store   store.Store
 	secrets func() *auth.Secrets
 	uris    func() []string
@@ -112,6 +116,7 @@ func New(opts Options) (*Service, error) {
 		maxTTL:  opts.MaxTTL,
 		log:     opts.Log,
 		now:     opts.Now,
+		usage:   opts.Usage.withDefaults(),
 	}
 	if s.secrets == nil {
 		s.secrets = func() *auth.Secrets { return nil }
