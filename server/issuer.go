@@ -46,6 +46,7 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 		Registerer:  s.reg,
 		Now:         s.now,
 		CORSOrigins: cfg.Issuer.CORSOrigins,
+		Usage:       issuerUsageOptions(cfg),
 	})
 	if err != nil {
 		return nil, err

@@ -70,6 +70,7 @@ type Meter struct {
 	pending map[bucket]relay.Traffic // not yet in the store
 
 	flushMu sync.Mutex // one flush at a time
+	started bool       // set by Start, before any Close
 	poke    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -107,7 +108,10 @@ func (m *Meter) SetRelay(r Relay) {
 }
 
 // Start runs the flush loop until Close.
-func (m *Meter) Start() { go m.loop() }
+func (m *Meter) Start() {
+	m.started = true
+	go m.loop()
+}
 
 // minPokeGap spaces the flushes that allocation events ask for, so that
 // allocation churn costs the store a bounded rate of writes.
@@ -268,7 +272,9 @@ func (m *Meter) Close(ctx context.Context) error {
 	var err error
 	m.closed.Do(func() {
 		close(m.stop)
-		<-m.done
+		if m.started {
+			<-m.done
+		}
 		for {
 			if err = m.Flush(ctx); err == nil {
 				break
