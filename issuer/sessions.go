@@ -65,7 +65,8 @@ func NewAllocationResource(account string, a store.LiveAllocation) AllocationRes
 func AllocationsPath(account string) string { return "/v1/Accounts/" + account + "/Allocations" }
 
 // Allocations lists the live allocations of account and its subaccounts on
-// every node that published its list lately.
+// every node that published its list lately; account "" lists every
+// account's (for the CLI).
 func (s *Service) Allocations(ctx context.Context, account string) ([]store.LiveAllocation, error) {
 	sids, err := s.accountTree(ctx, account)
 	if err != nil {
@@ -75,7 +76,8 @@ func (s *Service) Allocations(ctx context.Context, account string) ([]store.Live
 }
 
 // KillAllocation tears down the live allocation id of account (or of one of
-// its subaccounts) on whichever node holds it; ErrNotFound when it has none.
+// its subaccounts; "" for any account) on whichever node holds it;
+// ErrNotFound when it has none.
 func (s *Service) KillAllocation(ctx context.Context, account, id string) error {
 	live, err := s.Allocations(ctx, account)
 	if err != nil {

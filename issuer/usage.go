@@ -30,6 +30,13 @@ type UsageOptions struct {
 	LiveWithin time.Duration
 }
 
+// LiveWithin is UsageOptions.LiveWithin for nodes flushing every
+// flushInterval (usage.flush_interval): three missed publications mean the
+// node is gone.
+func LiveWithin(flushInterval time.Duration) time.Duration {
+	return 3*flushInterval + 2*time.Second
+}
+
 func (o UsageOptions) withDefaults() UsageOptions {
 	if o.PricePerMegabyte == "" {
 		o.PricePerMegabyte = "0"
@@ -361,15 +368,19 @@ func pageUsage(all []UsageRecord, acct string, q UsageQuery) UsageList {
 	return l
 }
 
-// accountTree is sid and its subaccounts' SIDs.
+// accountTree is sid and its subaccounts' SIDs; "" means every account
+// (the operator's view, for the CLI).
 func (s *Service) accountTree(ctx context.Context, sid string) ([]string, error) {
 	all, err := s.store.ListAccounts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := []string{sid}
+	var out []string
+	if sid != "" {
+		out = append(out, sid)
+	}
 	for _, a := range all {
-		if a.ParentSid == sid {
+		if sid == "" || a.ParentSid == sid {
 			out = append(out, a.Sid)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/issuer"
@@ -108,8 +107,6 @@ func issuerUsageOptions(cfg config.Config) issuer.UsageOptions {
 	return issuer.UsageOptions{
 		PricePerMegabyte: cfg.Usage.PricePerMegabyte,
 		PriceUnit:        cfg.Usage.PriceUnit,
-		// A node publishes at every flush and at allocation events; three
-		// missed flushes mean it is gone.
-		LiveWithin: 3*cfg.Usage.FlushInterval + 2*time.Second,
+		LiveWithin:       issuer.LiveWithin(cfg.Usage.FlushInterval),
 	}
 }

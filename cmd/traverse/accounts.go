@@ -34,7 +34,8 @@ func withIssuer(cmd *cobra.Command, fn func(ctx context.Context, svc *issuer.Ser
 		return err
 	}
 	defer st.Close()
-	svc, err := issuer.New(issuer.Options{Store: st})
+	svc, err := issuer.New(issuer.Options{Store: st, MaxTTL: cfg.Auth.MaxTTL,
+		Usage: issuer.UsageOptions{LiveWithin: issuer.LiveWithin(cfg.Usage.FlushInterval)}})
 	if err != nil {
 		return err
 	}
