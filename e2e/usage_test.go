@@ -317,3 +317,40 @@ func TestUsageFlushedOnSIGTERM(t *testing.T) {
 		t.Fatalf("usage after node B's SIGTERM = %s, want 0.04 (40 x 500 bytes each way)", got)
 	}
 }
+
+// TestUsageSurvivesPostgresRestart: PostgreSQL stops in the middle of a
+// call and comes back. The call goes on relaying throughout, the usage of
+// the outage waits in memory (counted), and afterwards every byte is in the
+// store: none lost, none counted twice.
+func TestUsageSurvivesPostgresRestart(t *testing.T) {
+	extra, cluster := sharedStore(t)
+	a := Start(t, Options{Extra: extra + usageYAML("node-a", "300ms")})
+	api := twilioAt(t, a.Issuer, a.AccountSid, a.AuthToken, a.AccountSid)
+	tok := a.CreateToken(600)
+	_, rc, err := turnClient(t, "udp", a.UDP, tok.Username, tok.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := FreeUDPPeer(t).LocalAddr()
+	pingPong(t, rc, peer, 10, 1000)
+	eventually(t, 10*time.Second, "usage before the outage", func() bool { return turnUsage(t, api) == "0.02" })
+
+	if err := cluster.Down(); err != nil {
+		t.Fatal(err)
+	}
+	pingPong(t, rc, peer, 20, 1000) // the call does not notice
+	failed := a.Metric(`traverse_usage_flushes_total{result="error"}`)
+	eventually(t, 10*time.Second, "a flush failing while PostgreSQL is down", func() bool {
+		return a.Metric(`traverse_usage_flushes_total{result="error"}`) > failed && a.Metric("traverse_usage_buffered_rows") > 0
+	})
+	pingPong(t, rc, peer, 20, 1000)
+	if err := cluster.Up(); err != nil {
+		t.Fatal(err)
+	}
+	pingPong(t, rc, peer, 10, 1000)
+	// 60 datagrams of 1000 bytes each way.
+	eventually(t, 20*time.Second, "usage after the restart", func() bool { return turnUsage(t, api) == "0.12" })
+	if d := a.Metric("traverse_usage_dropped_rows_total"); d != 0 {
+		t.Errorf("%v usage rows dropped", d)
+	}
+}
