@@ -106,7 +106,7 @@ func eventually(t *testing.T, d time.Duration, what string, f func() bool) time.
 	return time.Since(start)
 }
 
-// cut runs act and checks that node b tears an allocation down within 2 s
+// cut runs act and checks that b tears an allocation down within 2 s
 // of it returning (its kill counters, which count teardowns as they happen).
 func cut(t *testing.T, b *Instance, what string, act func()) {
 	t.Helper()
@@ -116,8 +116,8 @@ func cut(t *testing.T, b *Instance, what string, act func()) {
 	}
 	before := killed()
 	act()
-	took := eventually(t, 2*time.Second, what+": no teardown on node B", func() bool { return killed() > before })
-	t.Logf("%s: torn down on node B after %s", what, took.Round(time.Millisecond))
+	took := eventually(t, 2*time.Second, what+": no teardown", func() bool { return killed() > before })
+	t.Logf("%s: torn down after %s", what, took.Round(time.Millisecond))
 }
 
 // gone checks that pion's client finds its allocation gone: a
@@ -353,4 +353,22 @@ func TestUsageSurvivesPostgresRestart(t *testing.T) {
 	if d := a.Metric("traverse_usage_dropped_rows_total"); d != 0 {
 		t.Errorf("%v usage rows dropped", d)
 	}
+}
+
+// TestRevokeOnSQLite: on the default SQLite store the single node acts on a
+// revocation at once, without waiting for its periodic re-read.
+func TestRevokeOnSQLite(t *testing.T) {
+	a := Start(t, Options{Extra: usageYAML("solo", "300ms")})
+	tok := a.CreateToken(600)
+	c, rc, err := turnClient(t, "udp", a.UDP, tok.Username, tok.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pingPong(t, rc, FreeUDPPeer(t).LocalAddr(), 1, 100)
+	cut(t, a, "revoked on SQLite", func() {
+		if s, body := call(t, "POST", a.Issuer+"/v1/Accounts/"+a.AccountSid+"/Credentials/"+url.PathEscape(tok.Username)+"/revoke", a.AccountSid, a.AuthToken, nil); s != 204 {
+			t.Fatalf("revoke: %d %s", s, body)
+		}
+	})
+	gone(t, c, "revoked on SQLite")
 }
