@@ -50,6 +50,12 @@ func TestValidateTable(t *testing.T) {
 		{"encryption key", func(c *Config) { c.Store.EncryptionKey = "abc" }, []string{"store.encryption_key"}},
 		{"ice server", func(c *Config) { c.Issuer.ICEServers = []string{"http://x"} }, []string{"issuer.ice_servers[0]"}},
 		{"cors origin", func(c *Config) { c.Issuer.CORSOrigins = []string{"example.com"} }, []string{"issuer.cors_origins[0]"}},
+		{"usage keys", func(c *Config) {
+			c.Usage = Usage{FlushInterval: time.Millisecond, DefaultAccount: "ACnope", Region: "EU West", PricePerMegabyte: "-1",
+				PriceUnit: "dollars", RevocationPoll: 0, MaxBufferedRows: 0}
+		}, []string{"usage.flush_interval", "usage.default_account", "usage.region", "usage.price_per_megabyte",
+			"usage.price_unit", "usage.revocation_poll", "usage.max_buffered_rows"}},
+		{"usage price exponent", func(c *Config) { c.Usage.PricePerMegabyte = "1e-3" }, []string{"usage.price_per_megabyte"}},
 		{"bandwidth", func(c *Config) { c.Relay.Quota.Bandwidth = 10 }, []string{"relay.quota.bandwidth"}},
 		{"nothing enabled", func(c *Config) { c.Relay.Enabled = false; c.Issuer.Enabled = false }, []string{"relay.enabled"}},
 		{"several at once", func(c *Config) { c.Realm = ""; c.Relay.Quota.PerUser = -1; c.Metrics.Listen = "x" },
