@@ -162,16 +162,16 @@ func (m *Meter) wake() {
 
 // Sample takes the traffic of every live allocation since the last sample.
 func (m *Meter) Sample() {
-	m.mu.Lock()
-	r := m.relay
-	m.mu.Unlock()
-	if r == nil {
-		return
-	}
-	allocs := r.Allocations()
+	// The lock is held across the read, so that an allocation ending
+	// meanwhile (Ended) is taken either before the read, and then is not
+	// in it, or after it, from what the read took: never twice. Ended is
+	// called with no relay lock held, so this cannot deadlock.
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, a := range allocs {
+	if m.relay == nil {
+		return
+	}
+	for _, a := range m.relay.Allocations() {
 		m.take(a)
 	}
 }
