@@ -18,11 +18,7 @@ func TestTwilioNodeUsageRecords(t *testing.T) {
 		t.Fatalf("twilio-node is not installed: run (cd e2e/node && npm ci), as scripts/test does (%v)", err)
 	}
 	in := Start(t, Options{Extra: "usage:\n  flush_interval: 200ms\n"})
-	tok := in.CreateToken(600)
-	_, rc, err := turnClient(t, "udp", in.UDP, tok.Username, tok.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, rc := allocateWith(t, in, in.UDP)
 	pingPong(t, rc, FreeUDPPeer(t).LocalAddr(), 30, 1200)
 	api := twilioAt(t, in.Issuer, in.AccountSid, in.AuthToken, in.AccountSid)
 	// 30 datagrams of 1200 bytes each way: 72000 bytes.

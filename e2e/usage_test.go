@@ -156,6 +156,18 @@ func liveOn(t *testing.T, issuer, account, authToken, node, username string) str
 	return ""
 }
 
+// allocateWith mints a Tokens-resource credential at issuer and allocates
+// with it on the UDP listener server.
+func allocateWith(t *testing.T, issuer *Instance, server string) (Token, *turn.Client, net.PacketConn) {
+	t.Helper()
+	tok := issuer.CreateToken(600)
+	c, rc, err := turnClient(t, "udp", server, tok.Username, tok.Password)
+	if err != nil {
+		t.Fatalf("allocate on %s: %v", server, err)
+	}
+	return tok, c, rc
+}
+
 // call makes a request authenticated as user:pass and returns the status.
 func call(t *testing.T, method, u, user, pass string, form url.Values) (int, []byte) {
 	t.Helper()
@@ -299,11 +311,7 @@ func TestUsageFlushedOnSIGTERM(t *testing.T) {
 	a := Start(t, Options{Extra: extra + usageYAML("node-a", "1h")})
 	b := Start(t, Options{Extra: extra + usageYAML("node-b", "1h")})
 	api := twilioAt(t, a.Issuer, a.AccountSid, a.AuthToken, a.AccountSid)
-	tok := a.CreateToken(600)
-	_, rc, err := turnClient(t, "udp", b.UDP, tok.Username, tok.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, _, rc := allocateWith(t, a, b.UDP)
 	// Listed means the flush the new allocation asked for is done.
 	eventually(t, 5*time.Second, "allocation listed", func() bool {
 		return liveOn(t, a.Issuer, a.AccountSid, a.AuthToken, "node-b", tok.Username) != ""
@@ -326,11 +334,7 @@ func TestUsageSurvivesPostgresRestart(t *testing.T) {
 	extra, cluster := sharedStore(t)
 	a := Start(t, Options{Extra: extra + usageYAML("node-a", "300ms")})
 	api := twilioAt(t, a.Issuer, a.AccountSid, a.AuthToken, a.AccountSid)
-	tok := a.CreateToken(600)
-	_, rc, err := turnClient(t, "udp", a.UDP, tok.Username, tok.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, rc := allocateWith(t, a, a.UDP)
 	peer := FreeUDPPeer(t).LocalAddr()
 	pingPong(t, rc, peer, 10, 1000)
 	eventually(t, 10*time.Second, "usage before the outage", func() bool { return turnUsage(t, api) == "0.02" })
@@ -359,11 +363,7 @@ func TestUsageSurvivesPostgresRestart(t *testing.T) {
 // revocation at once, without waiting for its periodic re-read.
 func TestRevokeOnSQLite(t *testing.T) {
 	a := Start(t, Options{Extra: usageYAML("solo", "300ms")})
-	tok := a.CreateToken(600)
-	c, rc, err := turnClient(t, "udp", a.UDP, tok.Username, tok.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, c, rc := allocateWith(t, a, a.UDP)
 	pingPong(t, rc, FreeUDPPeer(t).LocalAddr(), 1, 100)
 	cut(t, a, "revoked on SQLite", func() {
 		if s, body := call(t, "POST", a.Issuer+"/v1/Accounts/"+a.AccountSid+"/Credentials/"+url.PathEscape(tok.Username)+"/revoke", a.AccountSid, a.AuthToken, nil); s != 204 {
