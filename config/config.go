@@ -198,7 +198,8 @@ type Usage struct {
 	// Region, when set, adds the category turnmegabytes-<region> for this
 	// node's traffic. Default none.
 	Region string `yaml:"region"`
-	// Node names this node in the sessions list. Default: the host name.
+	// Node names this node in the sessions list; nodes sharing a store need
+	// distinct names. Default: "<host name>-<pid>".
 	Node string `yaml:"node"`
 	// PricePerMegabyte is the decimal price of one megabyte in the Usage
 	// Records' price field. Default "0".

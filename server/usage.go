@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/issuer"
@@ -52,15 +53,17 @@ func newUsagePart(ctx context.Context, s *Server, cfg config.Config) (*usagePart
 	return p, nil
 }
 
-// nodeName is usage.node, else the host name.
+// nodeName is usage.node, else "<host name>-<pid>": unique even when
+// several nodes share a host, as each node replaces its own published list.
 func nodeName(u config.Usage) string {
 	if u.Node != "" {
 		return u.Node
 	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "traverse"
 	}
-	return "traverse"
+	return h + "-" + strconv.Itoa(os.Getpid())
 }
 
 // start samples r and watches the revocations for it.
