@@ -76,6 +76,15 @@ func TestTwilioGoUsageRecords(t *testing.T) {
 		t.Fatalf("daily over three pages of one = %v, want %s", days, want)
 	}
 
+	k, err := f.svc.CreateKey(t.Context(), f.acct.Sid, "usage reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey, err := f.twilioClient(t, k.Sid, k.Secret, f.acct.Sid).Api.ListUsageRecordAllTime(&openapi.ListUsageRecordAllTimeParams{Category: ptr("turnmegabytes")})
+	if err != nil || len(byKey) != 1 || deref(byKey[0].Usage) != "2.251" {
+		t.Fatalf("AllTime with an API key: %+v %v", byKey, err)
+	}
+
 	none, err := api.ListUsageRecordToday(&openapi.ListUsageRecordTodayParams{Category: ptr("calls")})
 	if err != nil || len(none) != 0 {
 		t.Fatalf("unknown category: %+v %v, want an empty list", none, err)

@@ -114,8 +114,9 @@ func (m *Meter) Start() {
 }
 
 // minPokeGap spaces the flushes that allocation events ask for, so that
-// allocation churn costs the store a bounded rate of writes.
-const minPokeGap = 250 * time.Millisecond
+// allocation churn costs the store at most one flush (and one rewrite of
+// the node's live list) a second.
+const minPokeGap = time.Second
 
 func (m *Meter) loop() {
 	defer close(m.done)
