@@ -98,15 +98,8 @@ type UsageRecord struct {
 
 // UsageList is a page of usage records with Twilio's paging envelope.
 type UsageList struct {
-	UsageRecords    []UsageRecord `json:"usage_records"`
-	End             int           `json:"end"`
-	FirstPageURI    string        `json:"first_page_uri"`
-	NextPageURI     *string       `json:"next_page_uri"`
-	Page            int           `json:"page"`
-	PageSize        int           `json:"page_size"`
-	PreviousPageURI *string       `json:"previous_page_uri"`
-	Start           int           `json:"start"`
-	URI             string        `json:"uri"`
+	UsageRecords []UsageRecord `json:"usage_records"`
+	paging
 }
 
 const dateFormat = "2006-01-02"
@@ -346,26 +339,8 @@ func pageUsage(all []UsageRecord, acct string, q UsageQuery) UsageList {
 		v.Set("PageToken", "PA"+strconv.Itoa(p))
 		return path + "?" + v.Encode()
 	}
-	start := min(q.Page*q.PageSize, len(all))
-	end := min(start+q.PageSize, len(all))
-	l := UsageList{
-		UsageRecords: append([]UsageRecord{}, all[start:end]...),
-		Start:        q.Page * q.PageSize,
-		End:          max(q.Page*q.PageSize+end-start-1, 0),
-		Page:         q.Page,
-		PageSize:     q.PageSize,
-		FirstPageURI: pageURI(0),
-		URI:          pageURI(q.Page),
-	}
-	if end < len(all) {
-		next := pageURI(q.Page + 1)
-		l.NextPageURI = &next
-	}
-	if q.Page > 0 {
-		prev := pageURI(q.Page - 1)
-		l.PreviousPageURI = &prev
-	}
-	return l
+	recs, pg := cutPage(all, q.Page, q.PageSize, pageURI)
+	return UsageList{UsageRecords: append([]UsageRecord{}, recs...), paging: pg}
 }
 
 // accountTree is sid and its subaccounts' SIDs; "" means every account
