@@ -141,17 +141,22 @@ func (s *Service) revokeMinted(ctx context.Context, kind, value string) error {
 }
 
 // onStatusChange cuts the live allocations of a suspended account and of
-// its subaccounts; reactivating it lifts those revocations.
+// its subaccounts; reactivating it lifts those revocations, except for a
+// subaccount suspended on its own.
 func (s *Service) onStatusChange(ctx context.Context, a store.Account) error {
-	sids, err := s.accountTree(ctx, a.Sid)
+	all, err := s.store.ListAccounts(ctx)
 	if err != nil {
 		return err
 	}
-	for _, sid := range sids {
-		if a.Status == store.StatusSuspended {
-			err = s.revokeMinted(ctx, store.RevokeAccount, sid)
-		} else {
-			err = s.store.DeleteRevocation(ctx, store.RevokeAccount, sid)
+	for _, acc := range all {
+		if acc.Sid != a.Sid && acc.ParentSid != a.Sid {
+			continue
+		}
+		switch {
+		case a.Status == store.StatusSuspended:
+			err = s.revokeMinted(ctx, store.RevokeAccount, acc.Sid)
+		case acc.Status == store.StatusActive:
+			err = s.store.DeleteRevocation(ctx, store.RevokeAccount, acc.Sid)
 		}
 		if err != nil {
 			return err

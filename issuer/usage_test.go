@@ -3,6 +3,7 @@ package issuer_test
 import (
 	"encoding/json"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -205,16 +206,25 @@ func TestAllocationsAndRevocations(t *testing.T) {
 		"key=" + f.acct.Sid + ":" + auth.KeyTag(k.Sid),
 		"user=" + exp + ":" + sub.Sid + ":abc",
 	}
+	slices.Sort(got)
+	slices.Sort(want)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("revocations:\n got %v\nwant %v", got, want)
+	}
+	if _, err := f.svc.SetAccountStatus(t.Context(), sub.Sid, store.StatusSuspended); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := f.svc.SetAccountStatus(t.Context(), f.acct.Sid, store.StatusActive); err != nil {
 		t.Fatal(err)
 	}
 	revs, _ = f.store.ListRevocations(t.Context(), f.clock.Now())
+	var accts []string
 	for _, r := range revs {
 		if r.Kind == store.RevokeAccount {
-			t.Fatalf("reactivation left %v", r)
+			accts = append(accts, r.Value)
 		}
+	}
+	if len(accts) != 1 || accts[0] != sub.Sid {
+		t.Fatalf("after reactivating the parent, accounts revoked = %v, want only the subaccount suspended on its own", accts)
 	}
 }
