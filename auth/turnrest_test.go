@@ -180,3 +180,26 @@ func TestAccountOf(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyTag(t *testing.T) {
+	const acct = "AC0123456789abcdef0123456789abcdef"
+	tag := KeyTag("SK0123456789abcdef0123456789abcdef")
+	if len(tag) != KeyTagLen || tag == KeyTag("SK0123456789abcdef0123456789abcdee") {
+		t.Fatalf("KeyTag = %q", tag)
+	}
+	for _, tc := range []struct {
+		user, tag string
+		ok        bool
+	}{
+		{acct + ":alice:" + tag + "0011aabb", tag, true},
+		{acct + ":0011aabbccddeeff", "", false}, // Tokens resource: no key
+		{"static", "", false},
+		{acct + ":alice:short", "", false},
+		{"XX0123456789abcdef0123456789abcdef:alice:" + tag + "00", "", false},
+	} {
+		got, ok := KeyTagOf(tc.user)
+		if got != tc.tag || ok != tc.ok {
+			t.Errorf("KeyTagOf(%q) = %q, %v; want %q, %v", tc.user, got, ok, tc.tag, tc.ok)
+		}
+	}
+}

@@ -47,6 +47,7 @@ type Config struct {
 	Log     Log     `yaml:"log"`
 	Metrics Metrics `yaml:"metrics"`
 	Console Console `yaml:"console"`
+	Usage   Usage   `yaml:"usage"`
 }
 
 // Listen lists the TURN listeners, each a "host:port" (IPv6 as "[::]:3478").
@@ -294,6 +295,37 @@ type Console struct {
 	SessionTTL time.Duration `yaml:"session_ttl"`
 }
 
+// Usage configures usage metering and live control (package usage). They
+// run whenever the process has a store: with the issuer, or with
+// store.dsn set on a relay-only node.
+type Usage struct {
+	// FlushInterval is how often usage is written to the store (and the
+	// live allocation list published). A SIGKILL loses at most one
+	// interval. Default 10s.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// DefaultAccount (an AccountSid) is billed for static users and
+	// `traverse credentials` users, whose usernames name no account.
+	// Default none: their traffic is not billed.
+	DefaultAccount string `yaml:"default_account"`
+	// Region, when set, adds the category turnmegabytes-<region> for this
+	// node's traffic. Default none.
+	Region string `yaml:"region"`
+	// Node names this node in the sessions list; nodes sharing a store need
+	// distinct names. Default: "<host name>-<pid>".
+	Node string `yaml:"node"`
+	// PricePerMegabyte is the decimal price of one megabyte in the Usage
+	// Records' price field. Default "0".
+	PricePerMegabyte string `yaml:"price_per_megabyte"`
+	// PriceUnit is the ISO 4217 currency of prices. Default "usd".
+	PriceUnit string `yaml:"price_unit"`
+	// RevocationPoll is the periodic re-read of revocations, the safety net
+	// behind PostgreSQL's NOTIFY. Default 5s.
+	RevocationPoll time.Duration `yaml:"revocation_poll"`
+	// MaxBufferedRows bounds the usage rows (account and hour) kept in
+	// memory while the store is unreachable. Default 100000.
+	MaxBufferedRows int `yaml:"max_buffered_rows"`
+}
+
 // Default returns the configuration traverse runs with when a key is not set.
 func Default() Config {
 	return Config{
@@ -329,6 +361,13 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "console"},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		Console: Console{Enabled: true, SessionTTL: 15 * time.Minute},
+		Usage: Usage{
+			FlushInterval:    10 * time.Second,
+			PricePerMegabyte: "0",
+			PriceUnit:        "usd",
+			RevocationPoll:   5 * time.Second,
+			MaxBufferedRows:  100000,
+		},
 	}
 }
 

@@ -56,6 +56,12 @@ func TestValidateTable(t *testing.T) {
 		{"encryption key", func(c *Config) { c.Store.EncryptionKey = "abc" }, []string{"store.encryption_key"}},
 		{"ice server", func(c *Config) { c.Issuer.ICEServers = []string{"http://x"} }, []string{"issuer.ice_servers[0]"}},
 		{"cors origin", func(c *Config) { c.Issuer.CORSOrigins = []string{"example.com"} }, []string{"issuer.cors_origins[0]"}},
+		{"usage keys", func(c *Config) {
+			c.Usage = Usage{FlushInterval: time.Millisecond, DefaultAccount: "ACnope", Region: "EU West", PricePerMegabyte: "-1",
+				PriceUnit: "dollars", RevocationPoll: 0, MaxBufferedRows: 0}
+		}, []string{"usage.flush_interval", "usage.default_account", "usage.region", "usage.price_per_megabyte",
+			"usage.price_unit", "usage.revocation_poll", "usage.max_buffered_rows"}},
+		{"usage price exponent", func(c *Config) { c.Usage.PricePerMegabyte = "1e-3" }, []string{"usage.price_per_megabyte"}},
 		{"bandwidth", func(c *Config) { c.Relay.Quota.Bandwidth = 10 }, []string{"relay.quota.bandwidth"}},
 		{"per account", func(c *Config) { c.Relay.Quota.PerAccount = -1 }, []string{"relay.quota.per_account"}},
 		{"pending per ip", func(c *Config) { c.Relay.Limits.PendingPerIP = -1 }, []string{"relay.limits.pending_per_ip"}},

@@ -237,6 +237,8 @@ func (c Config) Validate() error {
 		checkHostPort(add, "metrics.listen", c.Metrics.Listen)
 	}
 
+	validateUsage(c.Usage, add)
+
 	if len(p) == 0 {
 		return nil
 	}
@@ -267,6 +269,43 @@ func (a ACME) validate(add func(path, format string, args ...any), files, tlsLis
 	if a.HTTPPort < 0 || a.HTTPPort > 65535 {
 		add("tls.acme.http_port", "must be 0 (off) or a port (got %d)", a.HTTPPort)
 	}
+}
+
+// validateUsage checks the usage keys.
+func validateUsage(u Usage, add func(path, format string, args ...any)) {
+	if u.FlushInterval < 100*time.Millisecond {
+		add("usage.flush_interval", "must be at least 100ms (got %s)", u.FlushInterval)
+	}
+	if u.RevocationPoll < 100*time.Millisecond {
+		add("usage.revocation_poll", "must be at least 100ms (got %s)", u.RevocationPoll)
+	}
+	if u.MaxBufferedRows < 1 {
+		add("usage.max_buffered_rows", "must be at least 1 (got %d)", u.MaxBufferedRows)
+	}
+	if a := u.DefaultAccount; a != "" && !isSid(a, "AC") {
+		add("usage.default_account", "must be an AccountSid, AC and 32 hex digits (got %q)", a)
+	}
+	for _, r := range u.Region {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			add("usage.region", "must be lowercase letters, digits and dashes (got %q)", u.Region)
+			break
+		}
+	}
+	if f, err := strconv.ParseFloat(u.PricePerMegabyte, 64); err != nil || f < 0 || strings.ContainsAny(u.PricePerMegabyte, "eE") {
+		add("usage.price_per_megabyte", "must be a decimal number >= 0 such as 0.0004 (got %q)", u.PricePerMegabyte)
+	}
+	if len(u.PriceUnit) != 3 {
+		add("usage.price_unit", "must be a 3-letter currency code (got %q)", u.PriceUnit)
+	}
+}
+
+// isSid reports whether s is prefix followed by 32 lowercase hex digits.
+func isSid(s, prefix string) bool {
+	if len(s) != 34 || !strings.HasPrefix(s, prefix) {
+		return false
+	}
+	_, err := hex.DecodeString(s[2:])
+	return err == nil && strings.ToLower(s[2:]) == s[2:]
 }
 
 func checkHostPort(add func(path, format string, args ...any), path, addr string) {

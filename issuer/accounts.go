@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/store"
 )
 
@@ -130,7 +131,11 @@ func (s *Service) SetAccountStatus(ctx context.Context, sid string, status store
 	if !status.Valid() {
 		return store.Account{}, &ParamError{Param: "Status", Message: fmt.Sprintf("Invalid Status %q: must be active or suspended", status)}
 	}
-	return s.updateAccount(ctx, sid, func(a *store.Account) { a.Status = status })
+	a, err := s.updateAccount(ctx, sid, func(a *store.Account) { a.Status = status })
+	if err != nil {
+		return a, err
+	}
+	return a, s.onStatusChange(ctx, a)
 }
 
 // RotateAuthToken gives an account a new auth token; the old one stops
@@ -202,6 +207,9 @@ func (s *Service) Keys(ctx context.Context, accountSid string) ([]store.Key, err
 // from that moment on.
 func (s *Service) DeleteKey(ctx context.Context, accountSid, keySid string) error {
 	if err := s.store.DeleteKey(ctx, accountSid, keySid); err != nil {
+		return err
+	}
+	if err := s.revokeMinted(ctx, store.RevokeKey, accountSid+":"+auth.KeyTag(keySid)); err != nil {
 		return err
 	}
 	s.log.Info("deleted API key", zap.String("sid", keySid), zap.String("account_sid", accountSid))

@@ -50,3 +50,39 @@ func FuzzTokensHandler(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUsageRecordsHandler sends arbitrary subresources and queries to the
+// Usage Records: the answer is a usage list or Twilio's error JSON, never a
+// 5xx, and no range runs away.
+func FuzzUsageRecordsHandler(f *testing.F) {
+	fx := newFixture(f)
+	a := fx.acct
+	h := fx.svc.Handler()
+	for _, seed := range [][2]string{
+		{"", "Category=turnmegabytes&StartDate=-30days"},
+		{"/Daily", "StartDate=2020-01-01&EndDate=2020-02-01&PageSize=5&Page=3"},
+		{"/Monthly", "StartDate=-99999years"},
+		{"/Yearly", "EndDate=%2B99999years"},
+		{"/Today", "PageToken=PA2"},
+		{"/Nope", "IncludeSubaccounts=false"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, sub, query string) {
+		req := httptest.NewRequest("GET", "/2010-04-01/Accounts/"+a.Sid+"/Usage/Records"+url.PathEscape(sub)+".json", nil)
+		req.URL.RawQuery = query
+		req.SetBasicAuth(a.Sid, a.AuthToken)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code >= 500 {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		var v map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
+			t.Fatalf("status %d, body not JSON: %q", w.Code, w.Body)
+		}
+		if w.Code == 200 && v["usage_records"] == nil {
+			t.Fatalf("200 without usage_records: %s", w.Body)
+		}
+	})
+}

@@ -86,7 +86,12 @@ func NewHTTPServer(addr string, h http.Handler, log *zap.Logger) *http.Server {
 //	DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{KeySid}[.json] delete an API key (204)
 //	POST   /2010-04-01/Accounts[.json]                            create a subaccount (FriendlyName)
 //	POST   /v1/ice-servers                                        mint a token for a browser (Ttl)
+//	GET    /2010-04-01/Accounts/{AccountSid}/Usage/Records[/{Sub}][.json] TURN usage records (usage.go)
+//	GET    /v1/Accounts/{AccountSid}/Allocations[.json]           live allocations on every node
+//	DELETE /v1/Accounts/{AccountSid}/Allocations/{Sid}[.json]     tear one down (204)
+//	POST   /v1/Accounts/{AccountSid}/Credentials/{Username}/revoke revoke a TURN username (204)
 //
+// Usage and live control take an API key as Tokens does.
 // All but the last authenticate with HTTP Basic: AccountSid:AuthToken, or
 // KeySid:KeySecret on Tokens only (403 elsewhere, as Twilio's standard keys).
 // An account's auth token also acts on its subaccounts. /v1/ice-servers takes
@@ -105,6 +110,11 @@ func (s *Service) Handler() http.Handler {
 	handle("keys", s.serveKeys, "GET, POST", acct+"/Keys.json", acct+"/Keys")
 	handle("key", s.serveKey, "GET, DELETE", acct+"/Keys/{KeySid}")
 	handle("accounts", s.serveAccounts, "POST", "/2010-04-01/Accounts.json", "/2010-04-01/Accounts")
+	handle("usage_records", s.serveUsage, "GET", acct+"/Usage/Records.json", acct+"/Usage/Records", acct+"/Usage/Records/{Sub}")
+	const v1acct = "/v1/Accounts/{AccountSid}"
+	handle("allocations", s.serveAllocations, "GET", v1acct+"/Allocations.json", v1acct+"/Allocations")
+	handle("allocation", s.serveAllocation, "DELETE", v1acct+"/Allocations/{Sid}")
+	handle("revoke", s.serveRevoke, "POST", v1acct+"/Credentials/{Username}/revoke")
 	// Methods and CORS preflight are checked by the handler, so that CORS
 	// headers reach a page on every answer.
 	handle("ice_servers", s.serveICEServers, "", ICEServersPath)

@@ -272,9 +272,15 @@ func (s *Service) CreateICEServers(p TokenPrincipal, requested time.Duration) (T
 	// A token without identity names no end user: its credential is a user
 	// of its own, as a Tokens-resource credential is, so that the relay's
 	// per-user quota is not one bucket shared by every anonymous browser.
-	user := p.Account.Sid + ":" + randomHex(8)
+	// The last field starts with the signing key's tag (auth.KeyTag), so
+	// that deleting the key cuts the allocations made with it.
+	random := randomHex(8)
+	if p.KeySid != "" {
+		random = auth.KeyTag(p.KeySid) + randomHex(auth.KeyTagLen/2)
+	}
+	user := p.Account.Sid + ":" + random
 	if p.Identity != "" {
-		user = p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + randomHex(8)
+		user = p.Account.Sid + ":" + SanitizeIdentity(p.Identity) + ":" + random
 	}
 	tok, err := s.mint(p.Account.Sid, user, ttl, now, p.Client)
 	if err != nil {

@@ -123,29 +123,52 @@ func NewKeyList(keys []store.Key, path string, page, pageSize int) KeyList {
 	pageURI := func(p int) string {
 		return path + "?PageSize=" + strconv.Itoa(pageSize) + "&Page=" + strconv.Itoa(p)
 	}
-	start := min(page*pageSize, len(keys))
-	end := min(start+pageSize, len(keys))
+	in, pg := cutPage(keys, page, pageSize, pageURI)
 	l := KeyList{
-		Keys:         make([]KeyResource, 0, end-start),
-		Start:        page * pageSize,
-		End:          max(page*pageSize+end-start-1, 0),
+		Keys:  make([]KeyResource, 0, len(in)),
+		Start: pg.Start, End: pg.End, Page: pg.Page, PageSize: pg.PageSize,
+		FirstPageURI: pg.FirstPageURI, URI: pg.URI, NextPageURI: pg.NextPageURI, PreviousPageURI: pg.PreviousPageURI,
+	}
+	for _, k := range in {
+		l.Keys = append(l.Keys, NewKeyResource(k, false))
+	}
+	return l
+}
+
+// paging is Twilio's paging envelope of a list page.
+type paging struct {
+	End             int     `json:"end"`
+	FirstPageURI    string  `json:"first_page_uri"`
+	NextPageURI     *string `json:"next_page_uri"`
+	Page            int     `json:"page"`
+	PageSize        int     `json:"page_size"`
+	PreviousPageURI *string `json:"previous_page_uri"`
+	Start           int     `json:"start"`
+	URI             string  `json:"uri"`
+}
+
+// cutPage returns page (from 0) of size items and its paging fields, with
+// the page URIs pageURI makes.
+func cutPage[T any](items []T, page, size int, pageURI func(int) string) ([]T, paging) {
+	start := min(page*size, len(items))
+	end := min(start+size, len(items))
+	p := paging{
+		Start:        page * size,
+		End:          max(page*size+end-start-1, 0),
 		Page:         page,
-		PageSize:     pageSize,
+		PageSize:     size,
 		FirstPageURI: pageURI(0),
 		URI:          pageURI(page),
 	}
-	for _, k := range keys[start:end] {
-		l.Keys = append(l.Keys, NewKeyResource(k, false))
-	}
-	if end < len(keys) {
+	if end < len(items) {
 		next := pageURI(page + 1)
-		l.NextPageURI = &next
+		p.NextPageURI = &next
 	}
 	if page > 0 {
 		prev := pageURI(page - 1)
-		l.PreviousPageURI = &prev
+		p.PreviousPageURI = &prev
 	}
-	return l
+	return items[start:end], p
 }
 
 // ParsePaging parses the Page and PageSize list parameters ("" gives 0 and

@@ -115,10 +115,14 @@ type Options struct {
 	// TokensBurst; 0 means unlimited.
 	TokensPerSecond float64
 	TokensBurst     int
+	// Usage prices the Usage Records and bounds the live allocation list
+	// (usage.go); zero values mean no price and a 30s bound.
+	Usage UsageOptions
 }
 
 // Service is the issuer's logic, free of HTTP.
 type Service struct {
+	usage   UsageOptions
 	store   store.Store
 	secrets func() *auth.Secrets
 	uris    func(client netip.Addr) []string
@@ -145,6 +149,7 @@ func New(opts Options) (*Service, error) {
 		maxTTL:  opts.MaxTTL,
 		log:     opts.Log,
 		now:     opts.Now,
+		usage:   opts.Usage.withDefaults(),
 	}
 	if s.secrets == nil {
 		s.secrets = func() *auth.Secrets { return nil }

@@ -17,7 +17,7 @@ type liveAllocation struct {
 	account   string    // the AccountSid of an issuer-minted username, else ""
 	expires   time.Time // zero for static users
 	relayAddr netip.AddrPort
-	created   time.Time // for the console's sessions table
+	session   session // what Allocations reports (sessions.go)
 }
 
 // allocTable indexes live allocations by the client's transport address

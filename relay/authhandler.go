@@ -40,6 +40,11 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 		s.signed.take(key, username)
 		return nil, false
 	}
+	if s.isRevoked(username) {
+		s.refuse(AuthRevoked, src)
+		s.signed.take(key, username)
+		return nil, false
+	}
 	if hasLive && live.username != username {
 		s.refuse(AuthOwnerMismatch, src)
 		s.signed.take(key, username)

@@ -13,10 +13,11 @@ const (
 	AuthOwnerMismatch = "owner_mismatch"
 	AuthWrongRealm    = "wrong_realm"
 	AuthRateLimited   = "rate_limited"
+	AuthRevoked       = "revoked"
 )
 
 var authResults = []string{AuthOK, AuthBadPassword, AuthExpired, AuthTooFarFuture, AuthMalformed,
-	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm, AuthRateLimited}
+	AuthUnknownUser, AuthOwnerMismatch, AuthWrongRealm, AuthRateLimited, AuthRevoked}
 
 // metrics are the relay's Prometheus series. No username is ever a label.
 type metrics struct {
@@ -31,6 +32,7 @@ type metrics struct {
 	packets             *prometheus.CounterVec // direction
 	bandwidthDropped    *prometheus.CounterVec // direction
 	expiredTornDown     prometheus.Counter
+	killed              *prometheus.CounterVec // reason
 	tlsHandshakeFailed  prometheus.Counter
 	streamRejected      prometheus.Counter
 	streamWriteTimeouts prometheus.Counter
@@ -88,6 +90,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"direction"}),
 		expiredTornDown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_expired_allocations_closed_total", Help: "Allocations closed because their credential expired (auth.strict_expiry)."}),
+		killed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "traverse_relay_allocations_killed_total", Help: "Live allocations torn down by a kill or a revocation, by reason (kill, revoked)."},
+			[]string{"reason"}),
 		tlsHandshakeFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "traverse_relay_tls_handshake_failures_total", Help: "TLS handshakes that failed on TURN-over-TLS listeners."}),
 		streamRejected: prometheus.NewCounter(prometheus.CounterOpts{
@@ -117,6 +122,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, q := range []string{"per_user", "per_account", "total", "draining"} {
 		m.quotaRejected.WithLabelValues(q)
 	}
+	for _, r := range []string{killKill, killRevoked} {
+		m.killed.WithLabelValues(r)
+	}
 	for _, t := range []string{"udp", "tcp", "tls"} {
 		m.allocationsCreated.WithLabelValues(t)
 	}
@@ -134,7 +142,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,
-			m.expiredTornDown, m.tlsHandshakeFailed, m.streamRejected, m.streamWriteTimeouts, m.dropped,
+			m.expiredTornDown, m.killed, m.tlsHandshakeFailed, m.streamRejected, m.streamWriteTimeouts, m.dropped,
 			m.streamPerIPRejected, m.streamPressure, m.acceptErrors, m.listenersStopped)
 	}
 	return m

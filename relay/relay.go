@@ -45,6 +45,10 @@ type Options struct {
 	AdminAddrs []netip.AddrPort
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnAllocationCreated and OnAllocationEnded, when set, hear of every
+	// allocation pion creates and deletes; Ended carries its final traffic.
+	// They are called on pion's goroutines and must not block.
+	OnAllocationCreated, OnAllocationEnded func(Allocation)
 }
 
 // Addrs are the bound listener addresses.
@@ -90,6 +94,9 @@ type Server struct {
 	guesses     *keyrate.Limiter[netip.Addr] // failed authentications per source
 	guessWarn   *keyrate.Limiter[netip.Addr] // one warning a minute per source
 	allocs      *allocTable
+	revoked     atomic.Pointer[Revoked]
+	onCreated   func(Allocation)
+	onEnded     func(Allocation)
 
 	relaysMu sync.Mutex
 	relays   map[netip.AddrPort]*relayConn // by advertised address
@@ -160,6 +167,9 @@ func New(opts Options) (_ *Server, err error) {
 		streamWriteTimeout: streamWriteTimeout,
 		pending:            newPendingTable(),
 		dead:               map[string]string{},
+
+		onCreated: opts.OnAllocationCreated,
+		onEnded:   opts.OnAllocationEnded,
 	}
 	defer func() {
 		if err != nil {
@@ -413,18 +423,28 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, r
 	s.routeClient(src, dst, relayAddr)
 	st := s.state.Load()
 	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), account: accountKey(username, st),
-		relayAddr: addrPort(relayAddr), created: s.now()}
+		relayAddr: addrPort(relayAddr)}
 	if _, static := st.userKeys[username]; !static {
 		a.expires, _, _ = auth.ParseUsername(username)
 	}
+	a.session = s.newSession(src, dst, relayAddr)
 	s.allocs.add(srcKey(src), a)
 	s.metrics.allocationsActive.Inc()
-	s.metrics.created(s.transportOf(src, dst)).Inc()
+	s.metrics.created(a.session.transport).Inc()
+	if s.onCreated != nil {
+		s.onCreated(a.report())
+	}
+	if s.isRevoked(username) { // revoked between authentication and now
+		s.closeRelay(a.relayAddr)
+	}
 }
 
 func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
-	if _, ok := s.allocs.remove(srcKey(src)); ok {
+	if a, ok := s.allocs.remove(srcKey(src)); ok {
 		s.metrics.allocationsActive.Dec()
+		if s.onEnded != nil {
+			s.onEnded(a.report())
+		}
 	}
 }
 

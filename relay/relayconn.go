@@ -94,6 +94,10 @@ type relayConn struct {
 	routes   atomic.Pointer[relayRoutes]
 	routesMu sync.Mutex // serialises the copy-on-write updates
 
+	// traffic counts what this allocation relayed; only atomic adds on the
+	// data path, read by Allocations.
+	traffic counters
+
 	// The shard's last peer address handed to pion.
 	lastSrc   *net.UDPAddr
 	lastSrcAP netip.AddrPort
@@ -171,6 +175,7 @@ func (c *relayConn) fromPeer(n int, t *tally) bool {
 	}
 	t.fromPeer++
 	t.fromPeerBytes += n
+	c.traffic.received(n)
 	return true
 }
 
@@ -216,6 +221,7 @@ func (c *relayConn) admit(p []byte, peer netip.AddrPort, t *tally) bool {
 	}
 	t.toPeer++
 	t.toPeerBytes += len(p)
+	c.traffic.sent(len(p))
 	return true
 }
 

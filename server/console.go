@@ -8,33 +8,33 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/console"
+	"github.com/traverse/traverse/fleet"
 	"github.com/traverse/traverse/issuer"
 	"github.com/traverse/traverse/store"
 )
 
-// This file adapts the issuer, the relay and the certificate store to the
-// console's interfaces. Each adapter is small on purpose: when the usage,
-// fleet and certs services land, they replace the local ones here.
+// This file adapts the issuer, the relay, the fleet view, the usage rows
+// and the certificate manager to the console's interfaces: the console
+// imports none of them.
 
 // newConsole builds the console for the issuer's listener, or nil when
 // console.enabled is false.
-func newConsole(s *Server, svc *issuer.Service, cfg config.Config) (*console.Console, error) {
+func newConsole(s *Server, svc *issuer.Service, st store.Store, cfg config.Config) (*console.Console, error) {
 	if !cfg.Console.Enabled {
 		return nil, nil
 	}
 	opts := console.Options{
 		Auth:       consoleAuth{svc},
 		Minter:     consoleMinter{s, svc},
-		Sessions:   localSessions{s},
-		Nodes:      localNode{s},
+		Sessions:   fleetSessions{s, svc},
+		Nodes:      fleetNodes{s},
+		Usage:      storeUsage{st, s.now},
 		Metrics:    s.reg,
 		SessionTTL: cfg.Console.SessionTTL,
 		Log:        s.log.Named("console"),
@@ -43,7 +43,6 @@ func newConsole(s *Server, svc *issuer.Service, cfg config.Config) (*console.Con
 	if s.certs != nil {
 		opts.Certificates = servedCertificates{s}
 	}
-	// Usage stays nil until the usage service exists: the page says so.
 	return console.New(opts)
 }
 
@@ -168,57 +167,128 @@ func (s *Server) everyTLSListener(uris []string) []string {
 	return uris
 }
 
-// localSessions are this node's live allocations (the usage service will
-// list every node's).
-type localSessions struct{ s *Server }
+// fleetSessions are the live allocations of every node: this node's as
+// the relay has them now, and the others' as they last published them
+// (usage.flush_interval). A kill of one here is immediate; of another
+// node's, it goes through the store as a revocation that node acts on.
+type fleetSessions struct {
+	s   *Server
+	svc *issuer.Service
+}
 
-func (l localSessions) List(context.Context) ([]console.Session, error) {
-	if l.s.relay == nil {
-		return nil, nil
-	}
-	node := l.s.nodeName()
+func (f fleetSessions) List(ctx context.Context) ([]console.Session, error) {
 	var out []console.Session
-	for _, a := range l.s.relay.Allocations() {
-		cs := console.Session{
-			ID: a.ID, Username: a.Username, Transport: a.Transport, Client: a.Client,
-			Relayed: a.Relayed.String(), Node: node, Created: a.Created, Expires: a.Expires,
+	local := map[string]bool{}
+	if f.s.relay != nil {
+		node := f.s.nodeName()
+		for _, a := range f.s.relay.Allocations() {
+			local[a.ID] = true
+			out = append(out, console.Session{
+				ID: a.ID, Account: a.Account, Username: a.Username, Transport: a.Transport,
+				Client: a.Client.String(), Relayed: a.Relay.String(), Node: node, Created: a.Created, Expires: a.Expires,
+			})
 		}
-		// A TURN REST username is "<expiry>:<user>"; issuer-minted users
-		// start with the AccountSid.
-		if _, user, ok := strings.Cut(a.Username, ":"); ok {
-			cs.Account, _ = auth.AccountOf(user)
+	}
+	published, err := f.svc.Allocations(ctx, "")
+	if err != nil {
+		return out, err
+	}
+	for _, a := range published {
+		if local[a.ID] {
+			continue
 		}
-		out = append(out, cs)
+		out = append(out, console.Session{
+			ID: a.ID, Account: a.AccountSid, Username: a.Username, Transport: a.Transport,
+			Client: a.Client, Relayed: a.Relay, Node: a.Node, Created: a.Created, Expires: a.Expires,
+		})
 	}
 	return out, nil
 }
 
-func (l localSessions) Kill(_ context.Context, id string) error {
-	if l.s.relay == nil || !l.s.relay.CloseAllocation(id) {
-		return console.ErrNotFound
+func (f fleetSessions) Kill(ctx context.Context, id string) error {
+	if f.s.relay != nil && f.s.relay.Kill(id) {
+		return nil
+	}
+	if err := f.svc.KillAllocation(ctx, "", id); err != nil {
+		if errors.Is(err, issuer.ErrNotFound) {
+			return console.ErrNotFound
+		}
+		return err
 	}
 	return nil
 }
 
-// localNode is this process, the one node until the fleet registry exists.
-type localNode struct{ s *Server }
+// fleetNodes are the fleet's nodes as this issuer's view has them, or this
+// process alone when it keeps no view.
+type fleetNodes struct{ s *Server }
 
-func (n localNode) Nodes(context.Context) ([]console.Node, error) {
-	node := console.Node{Name: n.s.nodeName(), Healthy: n.s.ready.Load(), LastSeen: n.s.now()}
-	if r := n.s.relay; r != nil {
-		node.Addr = r.PublicIP().String()
-		node.Allocations = r.AllocationCount()
-		node.PortsUsed, node.PortsTotal = r.PortsInUse()
+func (n fleetNodes) Nodes(context.Context) ([]console.Node, error) {
+	view := n.s.FleetNodes()
+	if len(view) == 0 {
+		node := console.Node{Name: n.s.nodeName(), Healthy: n.s.ready.Load(), LastSeen: n.s.now()}
+		if r := n.s.relay; r != nil {
+			node.Addr = r.PublicIP().String()
+			node.Allocations = r.AllocationCount()
+			node.PortsUsed, node.PortsTotal = r.PortsInUse()
+		}
+		return []console.Node{node}, nil
 	}
-	return []console.Node{node}, nil
+	var out []console.Node
+	for _, f := range view {
+		node := console.Node{Name: f.ID, Addr: f.PublicHost, Healthy: f.Status == fleet.StatusServing,
+			Allocations: f.Allocations, LastSeen: f.LastHeartbeat}
+		if r := n.s.relay; r != nil && f.ID == n.s.NodeID() {
+			node.PortsUsed, node.PortsTotal = r.PortsInUse()
+		}
+		out = append(out, node)
+	}
+	return out, nil
 }
 
-func (s *Server) nodeName() string {
-	h, err := os.Hostname()
+// storeUsage sums every account's hourly usage rows into days.
+type storeUsage struct {
+	st  store.Store
+	now func() time.Time
+}
+
+func (u storeUsage) Usage(ctx context.Context, days int) ([]console.UsageDay, error) {
+	accounts, err := u.st.ListAccounts(ctx)
 	if err != nil {
-		return "this node"
+		return nil, err
 	}
-	return h
+	sids := make([]string, 0, len(accounts))
+	for _, a := range accounts {
+		sids = append(sids, a.Sid)
+	}
+	to := u.now().UTC().Truncate(time.Hour).Add(time.Hour)
+	rows, err := u.st.ListUsage(ctx, sids, to.AddDate(0, 0, -days), to)
+	if err != nil {
+		return nil, err
+	}
+	type key struct{ day, account string }
+	sums := map[key]int{}
+	var out []console.UsageDay
+	for _, r := range rows {
+		k := key{r.Hour.Format(time.DateOnly), r.AccountSid}
+		i, ok := sums[k]
+		if !ok {
+			i = len(out)
+			sums[k] = i
+			out = append(out, console.UsageDay{Day: k.day, Account: k.account})
+		}
+		out[i].BytesToPeer += r.BytesSent
+		out[i].BytesFromPeer += r.BytesReceived
+	}
+	return out, nil
+}
+
+// nodeName is this node's name in the sessions and nodes tables: the name
+// its usage rows and published allocations carry.
+func (s *Server) nodeName() string {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.mu.Unlock()
+	return usageNode(cfg)
 }
 
 // servedCertificates is the certificate the TLS listeners serve (files or ACME).

@@ -159,7 +159,9 @@ func (e *consoleEnv) signIn(sid, secret string) signedIn {
 }
 
 // allocate holds a TURN allocation for accountSid until the test ends.
-func (e *consoleEnv) allocate(accountSid string) net.Addr {
+// allocate makes an allocation for accountSid with pion's client and
+// returns its session ID, as the console lists it.
+func (e *consoleEnv) allocate(accountSid string) string {
 	e.t.Helper()
 	tok, err := e.srv.Issuer().CreateToken(context.Background(), accountSid, time.Hour)
 	if err != nil {
@@ -185,7 +187,14 @@ func (e *consoleEnv) allocate(accountSid string) net.Addr {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = rc.Close(); c.Close(); _ = conn.Close() })
-	return rc.LocalAddr()
+	relayed := rc.LocalAddr().String()
+	for _, a := range e.srv.Relay().Allocations() {
+		if a.Relay.String() == relayed {
+			return a.ID
+		}
+	}
+	e.t.Fatalf("no live allocation relays on %s", relayed)
+	return ""
 }
 
 func sessionIDs(t *testing.T, body string) map[string]string {
@@ -275,9 +284,9 @@ func TestConsoleSignInCookie(t *testing.T) {
 func TestConsoleCSRF(t *testing.T) {
 	e := startConsole(t)
 	primary := e.account("")
-	relayed := e.allocate(primary.Sid)
+	id := e.allocate(primary.Sid)
 	s := e.signIn(primary.Sid, primary.AuthToken)
-	kill := "api/sessions/" + relayed.String() + "/kill"
+	kill := "api/sessions/" + id + "/kill"
 	cross := map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
 	for _, r := range []consoleReq{
 		{method: "POST", path: kill, cookie: s.cookie},
@@ -407,8 +416,8 @@ func TestConsoleSubaccountScope(t *testing.T) {
 	e := startConsole(t)
 	primary := e.account("")
 	sub := e.account(primary.Sid)
-	mine := e.allocate(primary.Sid).String()
-	theirs := e.allocate(sub.Sid).String()
+	mine := e.allocate(primary.Sid)
+	theirs := e.allocate(sub.Sid)
 
 	p := e.signIn(primary.Sid, primary.AuthToken)
 	s := e.signIn(sub.Sid, sub.AuthToken)

@@ -74,6 +74,7 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 		Registerer:     s.reg,
 		Now:            s.now,
 		CORSOrigins:    cfg.Issuer.CORSOrigins,
+		Usage:          issuerUsageOptions(cfg),
 
 		TokensPerSecond: cfg.Issuer.TokensPerSecond,
 		TokensBurst:     cfg.Issuer.TokensBurst,
@@ -83,7 +84,7 @@ func newIssuerPart(ctx context.Context, s *Server, cfg config.Config) (_ *issuer
 	}
 	// Its ErrorLog goes to zap as "issuer.http", at debug: what it reports
 	// (bad TLS handshakes, malformed requests) is any client's doing.
-	if p.console, err = newConsole(s, p.svc, cfg); err != nil {
+	if p.console, err = newConsole(s, p.svc, p.store, cfg); err != nil {
 		return nil, err
 	}
 	p.srv = issuer.NewHTTPServer(cfg.Issuer.Listen, withConsole(p.svc.Handler(), p.console), s.log.Named("issuer"))

@@ -67,6 +67,7 @@ type Server struct {
 	issuer      *issuerPart
 	fleet       *fleetPart // nil when this process neither issues nor joins a fleet
 	fps         atomic.Pointer[[]string]
+	usage       *usagePart // nil without a store or relay
 
 	metricsLn  net.Listener
 	metricsSrv *http.Server
@@ -143,6 +144,9 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		admin = append(admin, s.issuer.ln.Addr().(*net.TCPAddr).AddrPort())
 	}
 	if cfg.Relay.Enabled {
+		if s.usage, err = newUsagePart(ctx, s, cfg); err != nil {
+			return nil, err
+		}
 		ro := relay.Options{
 			Config:     cfg,
 			Log:        s.log.Named("relay"),
@@ -154,8 +158,14 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		if s.certs != nil {
 			ro.TLS = tlsConfig(s.certs)
 		}
+		if s.usage != nil {
+			ro.OnAllocationCreated, ro.OnAllocationEnded = s.usage.meter.Created, s.usage.meter.Ended
+		}
 		if s.relay, err = relay.New(ro); err != nil {
 			return nil, err
+		}
+		if s.usage != nil {
+			s.usage.start(s, s.relay, cfg)
 		}
 	}
 	if s.certs != nil {
@@ -245,6 +255,17 @@ func (s *Server) closeAll() {
 		// A fresh context: the caller's may already be cancelled.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		// Usage first: sample the live allocations, close the relay, flush
+		// to the store before the issuer closes it.
+		if s.usage != nil {
+			s.usage.beforeRelayClose()
+			if s.relay != nil {
+				_ = s.relay.Close()
+			}
+			if err := s.usage.close(ctx); err != nil {
+				s.log.Error("usage not flushed at shutdown", zap.Error(err))
+			}
+		}
 		if s.fleet != nil {
 			s.fleet.close()
 		}

@@ -103,6 +103,8 @@ type Store interface {
 
 	// NodeStore is the fleet registry (nodes.go).
 	NodeStore
+	// Usage keeps usage buckets, revocations and live allocations (usage.go).
+	Usage
 
 	// Close releases the store.
 	Close() error

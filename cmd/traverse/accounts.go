@@ -21,8 +21,9 @@ import (
 // an issuer service over it. Only the store keys matter here, so the rest of
 // the config is not validated: these commands work before secrets are set.
 func withIssuer(cmd *cobra.Command, fn func(ctx context.Context, svc *issuer.Service) error) error {
-	return withStore(cmd, func(ctx context.Context, _ config.Config, st store.Store) error {
-		svc, err := issuer.New(issuer.Options{Store: st})
+	return withStore(cmd, func(ctx context.Context, cfg config.Config, st store.Store) error {
+		svc, err := issuer.New(issuer.Options{Store: st, MaxTTL: cfg.Auth.MaxTTL,
+			Usage: issuer.UsageOptions{LiveWithin: issuer.LiveWithin(cfg.Usage.FlushInterval)}})
 		if err != nil {
 			return err
 		}

@@ -57,7 +57,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); default $"+config.EnvConfig)
 	root.AddCommand(newServeCmd(), newValidateCmd(), newCredentialsCmd(), newVersionCmd(),
-		newAccountsCmd(), newKeysCmd(), newTokenCmd(), newDoctorCmd(), newNodesCmd())
+		newAccountsCmd(), newKeysCmd(), newTokenCmd(), newDoctorCmd(), newNodesCmd(), newSessionsCmd())
 	return root
 }
 

@@ -174,6 +174,26 @@ func (c *Cluster) Stop() error {
 	return err
 }
 
+// Down stops the server (pg_ctl stop -m fast) and keeps its data, for a
+// test of an outage; Up starts it again on the same port.
+func (c *Cluster) Down() error {
+	if out, err := c.run("pg_ctl", "-D", c.dataDir(), "-m", "fast", "-w", "-t", "30", "stop"); err != nil {
+		return fmt.Errorf("pgtest: pg_ctl stop: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Up starts the server Down stopped, on the same port, and waits until it
+// accepts connections.
+func (c *Cluster) Up() error {
+	if out, err := c.run("pg_ctl", "-D", c.dataDir(), "-l", c.logFile(), "-w", "-t", "30",
+		"-o", "-p "+strconv.Itoa(c.Port), "start"); err != nil {
+		log, _ := os.ReadFile(c.logFile())
+		return fmt.Errorf("pgtest: pg_ctl start: %v\n%s%s", err, out, log)
+	}
+	return nil
+}
+
 // DSN returns the postgres:// URL of database db for the superuser, over TCP
 // with the password.
 func (c *Cluster) DSN(db string) string {

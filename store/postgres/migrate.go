@@ -70,6 +70,42 @@ var migrations = []string{
 		version bigint NOT NULL
 	);
 	INSERT INTO fleet_version (id, version) VALUES (1, 0);`,
+	// 3 (issue 11): usage buckets, revocations and published live allocations
+	// (usage.go). Adding a revocation also NOTIFYs revocationChannel.
+	`CREATE TABLE usage_hourly (
+		account_sid      text NOT NULL,
+		region           text NOT NULL,
+		hour             timestamptz NOT NULL,
+		bytes_sent       bigint NOT NULL,
+		bytes_received   bigint NOT NULL,
+		packets_sent     bigint NOT NULL,
+		packets_received bigint NOT NULL,
+		PRIMARY KEY (account_sid, hour, region)
+	);
+	CREATE TABLE revocations (
+		kind    text NOT NULL,
+		value   text NOT NULL,
+		expires timestamptz NOT NULL,
+		PRIMARY KEY (kind, value)
+	);
+	CREATE TABLE live_allocations (
+		id             text PRIMARY KEY,
+		node           text NOT NULL,
+		account_sid    text NOT NULL,
+		username       text NOT NULL,
+		client         text NOT NULL,
+		transport      text NOT NULL,
+		relay          text NOT NULL,
+		created        timestamptz NOT NULL,
+		expires        timestamptz,
+		permissions    integer NOT NULL,
+		channels       integer NOT NULL,
+		bytes_sent     bigint NOT NULL,
+		bytes_received bigint NOT NULL,
+		seen           timestamptz NOT NULL
+	);
+	CREATE INDEX live_allocations_account ON live_allocations (account_sid);
+	CREATE INDEX live_allocations_node ON live_allocations (node);`,
 }
 
 // SchemaVersion is the schema version this build migrates to.

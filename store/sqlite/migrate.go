@@ -55,6 +55,42 @@ var migrations = []string{
 		version INTEGER NOT NULL
 	);
 	INSERT INTO fleet_version (id, version) VALUES (1, 0);`,
+	// 3 (issue 11): usage buckets, revocations and published live allocations
+	// (usage.go). Hours and times are Unix seconds and nanoseconds, UTC.
+	`CREATE TABLE usage_hourly (
+		account_sid      TEXT NOT NULL,
+		region           TEXT NOT NULL,
+		hour             INTEGER NOT NULL,
+		bytes_sent       INTEGER NOT NULL,
+		bytes_received   INTEGER NOT NULL,
+		packets_sent     INTEGER NOT NULL,
+		packets_received INTEGER NOT NULL,
+		PRIMARY KEY (account_sid, hour, region)
+	);
+	CREATE TABLE revocations (
+		kind    TEXT NOT NULL,
+		value   TEXT NOT NULL,
+		expires INTEGER NOT NULL,
+		PRIMARY KEY (kind, value)
+	);
+	CREATE TABLE live_allocations (
+		id             TEXT PRIMARY KEY,
+		node           TEXT NOT NULL,
+		account_sid    TEXT NOT NULL,
+		username       TEXT NOT NULL,
+		client         TEXT NOT NULL,
+		transport      TEXT NOT NULL,
+		relay          TEXT NOT NULL,
+		created        INTEGER NOT NULL,
+		expires        INTEGER NOT NULL,
+		permissions    INTEGER NOT NULL,
+		channels       INTEGER NOT NULL,
+		bytes_sent     INTEGER NOT NULL,
+		bytes_received INTEGER NOT NULL,
+		seen           INTEGER NOT NULL
+	);
+	CREATE INDEX live_allocations_account ON live_allocations (account_sid);
+	CREATE INDEX live_allocations_node ON live_allocations (node);`,
 }
 
 // SchemaVersion is the schema version this build migrates to.

@@ -41,6 +41,8 @@ type Store struct {
 	// (cache.go).
 	versions *versionChecker
 	cache    *rowCache
+	// revWatchers hear of revocations added through this Store at once.
+	revWatchers watchers
 }
 
 var _ store.Store = (*Store)(nil)

@@ -21,6 +21,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Keys", func(t *testing.T) { testKeys(t, open(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t)) })
 	t.Run("Nodes", func(t *testing.T) { testNodes(t, open(t)) })
+	t.Run("Usage", func(t *testing.T) { testUsage(t, open(t)) })
+	t.Run("Revocations", func(t *testing.T) { testRevocations(t, open(t)) })
+	t.Run("LiveAllocations", func(t *testing.T) { testLiveAllocations(t, open(t)) })
 }
 
 var t0 = time.Date(2020, 5, 1, 1, 42, 57, 0, time.UTC)
