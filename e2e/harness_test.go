@@ -20,29 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/traverse/traverse/internal/testbin"
 	"github.com/traverse/traverse/internal/testnet"
 )
 
 // binary is the traverse built once for the package's tests.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "traverse-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "traverse")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/traverse")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build traverse:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // Secret is the TURN REST secret every e2e config uses.
 const Secret = "e2e-secret-0123456789abcdef"

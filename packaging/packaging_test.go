@@ -19,28 +19,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testbin"
 )
 
 // binary is traverse, built once for these tests.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "traverse-packaging-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "traverse")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/traverse")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build traverse:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 func read(t *testing.T, path string) string {
 	t.Helper()
