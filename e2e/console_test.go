@@ -105,8 +105,12 @@ func (c *consoleTab) tab(name string) {
 }
 
 // sessionRows are the live allocations table's rows: id -> account.
-func (c *consoleTab) sessionRows() map[string]string {
-	return eval[map[string]string](c, `Object.fromEntries([...document.querySelectorAll("#sessions tbody tr")].map(r => [r.dataset.id, r.dataset.account]))`)
+// sessionRow is one row of the sessions table.
+type sessionRow struct{ ID, Account string }
+
+// sessionRows reads the sessions table by relayed address.
+func (c *consoleTab) sessionRows() map[string]sessionRow {
+	return eval[map[string]sessionRow](c, `Object.fromEntries([...document.querySelectorAll("#sessions tbody tr")].map(r => [r.dataset.relayed, {ID: r.dataset.id, Account: r.dataset.account}]))`)
 }
 
 type iceRow struct {
@@ -218,10 +222,11 @@ func TestBrowserConsole(t *testing.T) {
 	c.tab("sessions")
 	c.waitFor("4 rows in the sessions table", `document.querySelectorAll("#sessions tbody tr").length === 4`, 20*time.Second)
 	rows := c.sessionRows()
-	victim := held[0].LocalAddr().String()
-	if rows[victim] != in.AccountSid || rows[subHeld[0].LocalAddr().String()] != subSid {
-		t.Fatalf("sessions table %v: want %s under %s and the subaccount's", rows, victim, in.AccountSid)
+	relayed := held[0].LocalAddr().String()
+	if rows[relayed].Account != in.AccountSid || rows[subHeld[0].LocalAddr().String()].Account != subSid {
+		t.Fatalf("sessions table %v: want %s under %s and the subaccount's", rows, relayed, in.AccountSid)
 	}
+	victim := rows[relayed].ID
 	c.screenshot("sessions")
 	kill := fmt.Sprintf(`#sessions tr[data-id=%q] button.kill`, victim)
 	c.do(chromedp.Click(chromedp.CSS(kill))) // arms it
@@ -315,7 +320,7 @@ func TestBrowserConsole(t *testing.T) {
 	c.tab("sessions")
 	c.waitFor("the subaccount's session", `document.querySelectorAll("#sessions tbody tr").length === 1`, 20*time.Second)
 	rows = c.sessionRows()
-	if len(rows) != 1 || rows[subHeld[0].LocalAddr().String()] != subSid {
+	if len(rows) != 1 || rows[subHeld[0].LocalAddr().String()].Account != subSid {
 		t.Errorf("subaccount's sessions table %v, want only its own allocation", rows)
 	}
 	for _, h := range held {

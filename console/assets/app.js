@@ -181,7 +181,7 @@ function renderSessions(list) {
   const q = $("session-filter").value.trim().toLowerCase();
   const shown = q ? list.filter((s) => [s.account, s.username, s.client, s.relayed, s.node].join(" ").toLowerCase().includes(q)) : list;
   const now = Date.now();
-  $("sessions").tBodies[0].replaceChildren(...shown.map((s) => el("tr", { "data-id": s.id, "data-account": s.account },
+  $("sessions").tBodies[0].replaceChildren(...shown.map((s) => el("tr", { "data-id": s.id, "data-account": s.account, "data-relayed": s.relayed },
     el("td", {}, s.account ? el("code", { text: shortSid(s.account), title: s.account }) : el("span", { class: "muted", text: "static user" })),
     el("td", {}, el("code", { text: userPart(s.username, s.account), title: s.username })),
     el("td", {}, el("span", { class: "tag", text: s.transport })),
