@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/certs"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testlog"
 	"github.com/traverse/traverse/internal/testnet"
 	"github.com/traverse/traverse/server"
 )
@@ -59,7 +59,7 @@ func startNodeWith(t *testing.T, directory, rootsFile string, mod func(*config.C
 	c.Metrics.Listen = "127.0.0.1:0"
 	c.TLS.ACME = config.ACME{Domains: []string{domain}, CA: directory, CARoots: rootsFile, Email: "ops@traverse.test"}
 	mod(&c)
-	srv, err := server.New(context.Background(), server.Options{Config: c, Log: zaptest.NewLogger(t),
+	srv, err := server.New(context.Background(), server.Options{Config: c, Log: testlog.New(t),
 		CertTimings: certs.Options{RetryInterval: 500 * time.Millisecond, RenewCheckInterval: time.Second}})
 	if err != nil {
 		t.Fatal(err)

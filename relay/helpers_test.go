@@ -12,17 +12,15 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testlog"
 	"github.com/traverse/traverse/internal/testnet"
 	"github.com/traverse/traverse/internal/turntest"
 )
@@ -66,7 +64,7 @@ func tryStartRelay(t *testing.T, cfg config.Config, withTLS bool) (*testRelay, e
 		t.Fatalf("config: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	opts := Options{Config: cfg, Log: testLogger(t), Registerer: reg}
+	opts := Options{Config: cfg, Log: testlog.New(t), Registerer: reg}
 	if withTLS {
 		opts.TLS = selfSignedTLS(t)
 	}
@@ -298,7 +296,7 @@ func (c *clock) Advance(d time.Duration) {
 func startRelayClock(t *testing.T, cfg config.Config, clk *clock) *testRelay {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := New(Options{Config: cfg, Log: testLogger(t), Registerer: reg, Now: clk.Now})
+	s, err := New(Options{Config: cfg, Log: testlog.New(t), Registerer: reg, Now: clk.Now})
 	if err != nil {
 		t.Fatalf("relay.New: %v", err)
 	}
@@ -309,26 +307,4 @@ func startRelayClock(t *testing.T, cfg config.Config, clk *clock) *testRelay {
 func isIPv4(a net.Addr) bool {
 	ap := addrPort(a)
 	return ap.Addr().Unmap().Is4()
-}
-
-// testLogger logs to t until the test's last cleanup has run. pion's read
-// loops outlive Server.Close by a moment (pion does not wait for them), and
-// a line one of them logs after the test has ended would panic in t.Log.
-func testLogger(t *testing.T) *zap.Logger {
-	w := &testLogWriter{t: t}
-	t.Cleanup(func() { w.done.Store(true) }) // registered first: runs last
-	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zapcore.DebugLevel))
-}
-
-type testLogWriter struct {
-	t    *testing.T
-	done atomic.Bool
-}
-
-func (w *testLogWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
 }

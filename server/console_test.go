@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testlog"
 	"github.com/traverse/traverse/store"
 )
 
@@ -53,7 +53,7 @@ func (c *testClock) Advance(d time.Duration) {
 // the test ends.
 func startServer(t *testing.T, cfg config.Config, now func() time.Time) *Server {
 	t.Helper()
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t), Now: now})
+	s, err := New(context.Background(), Options{Config: cfg, Log: testlog.New(t), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +504,7 @@ func TestConsoleICECredentialEveryTLSListener(t *testing.T) {
 	}
 	cfg.TLS.Cert, cfg.TLS.Key = cert, key
 	cfg.Listen.TLS = []string{"127.0.0.1:0", "127.0.0.1:0"}
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	s, err := New(context.Background(), Options{Config: cfg, Log: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testlog"
 	"github.com/traverse/traverse/internal/testnet"
 )
 
@@ -49,7 +48,7 @@ func TestReadyzNamesStoppedListener(t *testing.T) {
 // serveForTest starts traverse on cfg and stops it when the test ends.
 func serveForTest(t *testing.T, cfg config.Config) *Server {
 	t.Helper()
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	s, err := New(context.Background(), Options{Config: cfg, Log: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

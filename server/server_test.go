@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/traverse/traverse/config"
+	"github.com/traverse/traverse/internal/testlog"
 )
 
 func TestMain(m *testing.M) {
@@ -53,7 +53,7 @@ func get(t *testing.T, url string) (int, string) {
 // and metrics, reloads, and shuts down without leaking goroutines.
 func TestServeLifecycle(t *testing.T) {
 	cfg := loopbackConfig(t)
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	s, err := New(context.Background(), Options{Config: cfg, Log: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestReloadSwapsCertificate(t *testing.T) {
 	install(certA, keyA)
 	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(live, "cert.pem"), filepath.Join(live, "key.pem")
 	cfg.Listen.TLS = []string{"127.0.0.1:0"}
-	s, err := New(context.Background(), Options{Config: cfg, Log: zaptest.NewLogger(t)})
+	s, err := New(context.Background(), Options{Config: cfg, Log: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
