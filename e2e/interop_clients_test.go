@@ -18,12 +18,13 @@ import (
 // uclientCells drives coturn's turnutils_uclient: -t for TCP, -S for TLS,
 // -s for Send/Data indications instead of channels, -y for two clients
 // relaying to each other's allocation on the same server. Its runs are
-// processes that mostly wait, so four run at once.
+// processes that mostly wait, so two run at once (more add load of their
+// own to a 2-core machine).
 func uclientCells(t *testing.T, in *Instance, m *matrix) {
 	uclient := coturnTool(t, "turnutils_uclient")
 	peerPort := startTurnutilsPeer(t)
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, 4)
+	slots := make(chan struct{}, 2)
 	for _, tr := range matrixTransports(in) {
 		for _, peer := range []string{peerExternal, peerSameServer} {
 			for _, mode := range []string{modeFirstContact, modeChannel, modePeerFirst} {

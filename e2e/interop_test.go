@@ -138,6 +138,13 @@ func TestInteropMatrix(t *testing.T) {
 	m := &matrix{}
 	defer func() {
 		tbl := m.table()
+		// What traverse itself dropped, by reason, to tell its losses from
+		// the clients' and the kernel's.
+		tbl += "traverse_relay_dropped_packets_total:"
+		for _, r := range []string{"no_route", "send_error", "inbox_full", "stream_queue_full"} {
+			tbl += fmt.Sprintf(" %s=%.0f", r, in.Metric(`traverse_relay_dropped_packets_total{reason="`+r+`"}`))
+		}
+		tbl += "\n"
 		t.Logf("interop matrix:\n%s", tbl)
 		if dir := os.Getenv("TRAVERSE_ARTIFACTS"); dir != "" {
 			_ = os.WriteFile(filepath.Join(dir, "interop-matrix.txt"), []byte(tbl), 0o644)
