@@ -97,7 +97,7 @@ func webrtcCells(t *testing.T, in *Instance, m *matrix) {
 		for _, peer := range []string{peerExternal, peerSameServer} {
 			base := cell{client: "pion-webrtc", transport: tr.name, peer: peer}
 			if tr.v6 {
-				base.na = "the issuer lists the IPv4 URIs (public_host 127.0.0.1); IPv6 listeners are covered by pion-turn and uclient"
+				base.na = "the issuer lists the IPv4 URIs (public_host 127.0.0.1), IPv6 listeners are covered by pion-turn and uclient"
 				m.add(base)
 				continue
 			}
@@ -272,11 +272,11 @@ func chromiumCells(t *testing.T, in *Instance, m *matrix) {
 	}
 	for _, tr := range matrixTransports(in) {
 		ext := cell{client: "chromium", transport: tr.name, peer: peerExternal,
-			na: "both ends of the page's call are Chromium peers; Chromium hides host candidates behind mDNS names; pion-webrtc covers a host peer"}
+			na: "both ends of the page's call are Chromium peers, whose host candidates are mDNS names (pion-webrtc covers a host peer)"}
 		m.add(ext)
 		base := cell{client: "chromium", transport: tr.name, peer: peerSameServer}
 		if tr.v6 {
-			base.na = "the issuer lists the IPv4 URIs (public_host 127.0.0.1); IPv6 listeners are covered by pion-turn and uclient"
+			base.na = "the issuer lists the IPv4 URIs (public_host 127.0.0.1), IPv6 listeners are covered by pion-turn and uclient"
 			m.add(base)
 			continue
 		}

@@ -109,6 +109,10 @@ func (m *matrix) table() string {
 		case c.err != "":
 			v += " ERROR " + c.err
 		}
+		if c.mode == "" { // the whole row cannot apply
+			rows[k] = append(rows[k], v)
+			continue
+		}
 		rows[k] = append(rows[k], fmt.Sprintf("%s/%s %s", c.mode, c.burst, v))
 	}
 	var b strings.Builder
