@@ -27,9 +27,10 @@ import (
 // echo peer itself (the ping-pong).
 type target struct {
 	name   string
-	kind   string // "turn", "raw"
-	addr   netip.AddrPort
-	server *proc // whose CPU is measured
+	kind   string         // "turn", "raw"
+	addr   netip.AddrPort // UDP, and plain TCP on the same port
+	tls    netip.AddrPort // TURN over TLS
+	server *proc          // whose CPU is measured
 }
 
 // dataSpec is one relayed-data scenario.
@@ -522,55 +523,6 @@ func wrkLatency(text, pct string) float64 {
 		v *= 1000
 	}
 	return v
-}
-
-// uclientResult is turnutils_uclient's report with the server's CPU.
-type uclientResult struct {
-	Sent, Received int64
-	LossPct        float64
-	CPUMicros      float64
-}
-
-var (
-	reTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$`)
-	reLost   = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\)`)
-)
-
-// runUclient drives t with coturn's own load generator, as issue 6 did:
-// clients × n messages of size bytes every interval ms each, over channels.
-func runUclient(ctx context.Context, t target, o opts, peer netip.AddrPort, clients, n, size, intervalMS int) (uclientResult, error) {
-	var r uclientResult
-	cctx, cancel := context.WithTimeout(ctx, 120*time.Second)
-	defer cancel()
-	cpu0, _ := cpuTicks(t.server.pid())
-	out, err := exec.CommandContext(cctx, "turnutils_uclient",
-		"-W", o.secret, "-p", strconv.Itoa(int(t.addr.Port())),
-		"-e", peer.Addr().String(), "-r", strconv.Itoa(int(peer.Port())),
-		"-m", strconv.Itoa(clients), "-n", strconv.Itoa(n), "-l", strconv.Itoa(size),
-		"-z", strconv.Itoa(intervalMS), "-X", "-c", t.addr.Addr().String()).CombinedOutput()
-	cpu1, _ := cpuTicks(t.server.pid())
-	if err != nil {
-		return r, fmt.Errorf("turnutils_uclient: %w\n%s", err, tail(out, 2000))
-	}
-	var totals, lost []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if m := reTotals.FindStringSubmatch(line); m != nil {
-			totals = m
-		}
-		if m := reLost.FindStringSubmatch(line); m != nil {
-			lost = m
-		}
-	}
-	if totals == nil || lost == nil {
-		return r, fmt.Errorf("turnutils_uclient printed no final report:\n%s", tail(out, 2000))
-	}
-	r.Sent, _ = strconv.ParseInt(totals[1], 10, 64)
-	r.Received, _ = strconv.ParseInt(totals[2], 10, 64)
-	r.LossPct, _ = strconv.ParseFloat(lost[2], 64)
-	if h := r.Sent + r.Received; h > 0 {
-		r.CPUMicros = float64(cpu1-cpu0) * tickSeconds * 1e6 / float64(h)
-	}
-	return r, nil
 }
 
 func tail(b []byte, n int) string {

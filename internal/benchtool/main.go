@@ -13,6 +13,7 @@ import (
 	"log"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -35,6 +36,7 @@ type opts struct {
 	issuerDur  time.Duration
 	ucClients  int
 	ucN        int
+	ucSatN     int // messages per client of the saturated uclient runs
 
 	jsonOut, mdOut, pngOut string
 	command                string
@@ -82,11 +84,13 @@ func main() {
 	o.coturnPorts = [2]int{24000, 31999}
 	if o.quick {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 2000, time.Second, 2*time.Second, 10, 100
+		o.ucSatN = 200
 		if o.rounds == 0 {
 			o.rounds = 1
 		}
 	} else {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 5000, 3*time.Second, 5*time.Second, 50, 400
+		o.ucSatN = 2000
 		if o.rounds == 0 {
 			o.rounds = 3
 		}
@@ -109,8 +113,7 @@ func main() {
 type env struct {
 	dir       string
 	trav      *traverseServer
-	coturn    *proc
-	coturnUDP netip.AddrPort
+	coturn    *coturnServer
 	peer      *proc // turnutils_peer, for turnutils_uclient
 	peerAddr  netip.AddrPort
 	echo      *proc // our batched echo peer, for our own generator
@@ -120,10 +123,13 @@ type env struct {
 }
 
 func (e *env) stop() {
-	for _, p := range []*proc{e.fwd, e.coturn, e.peer, e.echo} {
+	for _, p := range []*proc{e.fwd, e.peer, e.echo} {
 		if p != nil {
 			p.stop()
 		}
+	}
+	if e.coturn != nil {
+		e.coturn.stop()
 	}
 	if e.trav != nil {
 		e.trav.stop()
@@ -150,17 +156,22 @@ func run(ctx context.Context, o opts) (err error) {
 	if e.echo, e.echoAddr, err = startEcho(); err != nil {
 		return err
 	}
-	if e.trav, err = startTraverse(ctx, o.traverse, dir, o); err != nil {
+	cert, key, err := selfSignedCert(dir)
+	if err != nil {
 		return err
 	}
-	if e.coturn, e.coturnUDP, err = startCoturn(dir, o); err != nil {
+	if e.trav, err = startTraverse(ctx, o.traverse, filepath.Join(dir, "traverse"), o,
+		travSetup{relay: true, ports: o.traversePorts, cert: cert, key: key}); err != nil {
+		return err
+	}
+	if e.coturn, err = startCoturn(filepath.Join(dir, "coturn"), o, o.coturnPorts, cert, key); err != nil {
 		return err
 	}
 	if e.fwd, e.fwdAddr, err = startForwarder(e.echoAddr); err != nil {
 		return err
 	}
-	trav := target{name: "traverse", kind: "turn", addr: e.trav.udp, server: e.trav.proc}
-	cot := target{name: "coturn", kind: "turn", addr: e.coturnUDP, server: e.coturn}
+	trav := target{name: "traverse", kind: "turn", addr: e.trav.udp, tls: e.trav.tls, server: e.trav.proc}
+	cot := target{name: "coturn", kind: "turn", addr: e.coturn.udp, tls: e.coturn.tls, server: e.coturn.proc}
 	fwd := target{name: "forwarder", kind: "raw", addr: e.fwdAddr, server: e.fwd}
 	pp := target{name: "ping-pong", kind: "raw", addr: e.echoAddr, server: e.echo}
 	log.Printf("traverse %s (pid %d), coturn %s (pid %d), forwarder %s (pid %d), echo peer %s (pid %d), turnutils_peer %s (pid %d)",
@@ -176,7 +187,7 @@ func run(ctx context.Context, o opts) (err error) {
 			pair = []target{cot, trav}
 		}
 		log.Printf("round %d/%d: %s first", round+1, o.rounds, pair[0].name)
-		for _, p := range []*proc{e.trav.proc, e.coturn, e.fwd, e.peer, e.echo} {
+		for _, p := range []*proc{e.trav.proc, e.coturn.proc, e.fwd, e.peer, e.echo} {
 			select {
 			case <-p.done:
 				return fmt.Errorf("%s (pid %d) exited during the run", p.name, p.pid())
@@ -208,17 +219,19 @@ func run(ctx context.Context, o opts) (err error) {
 				rep.addData(spec, t.name, r)
 			}
 		}
-		for _, t := range pair {
-			if !o.runs("uclient") {
-				break
+		for _, spec := range ucSpecs(o) {
+			for _, t := range pair {
+				if !o.runs("uclient") {
+					break
+				}
+				r, err := runUclient(ctx, t, o, e.peerAddr, spec)
+				if err != nil {
+					rep.failed(t.name, spec.String(), err)
+					continue
+				}
+				log.Printf("  %-9s %-45s cpu %6.2f µs/msg  loss %5.2f%%  %8.0f msg/s", t.name, spec, r.CPUMicros, r.LossPct, r.MsgPerSec)
+				rep.addUclient(spec, t.name, r)
 			}
-			r, err := runUclient(ctx, t, o, e.peerAddr, o.ucClients, o.ucN, 100, 5)
-			if err != nil {
-				rep.failed(t.name, "turnutils_uclient", err)
-				continue
-			}
-			log.Printf("  %-9s turnutils_uclient %d×%d, 100 B every 5 ms: cpu %.2f µs/msg loss %.2f%%", t.name, o.ucClients, o.ucN, r.CPUMicros, r.LossPct)
-			rep.addUclient(t.name, r)
 		}
 		for _, t := range pair {
 			if !o.runs("alloc") {

@@ -100,11 +100,6 @@ func (r *report) addData(spec dataSpec, tgt string, d dataResult) {
 	r.add("load generator and peer CPU per relayed message (share the cores), "+spec.String(), "", "µs", false, tgt, d.LoadCPUMicros)
 }
 
-func (r *report) addUclient(tgt string, u uclientResult) {
-	r.add("server CPU per relayed message, turnutils_uclient paced, 100 B, channel", "CPU uclient", "µs", false, tgt, u.CPUMicros)
-	r.add("loss, turnutils_uclient paced, 100 B, channel", "", "%", false, tgt, u.LossPct)
-}
-
 // addAlloc records the allocation run; memory only from the first round,
 // when the processes are fresh: afterwards both reuse what the first round
 // grew (coturn's malloc keeps freed memory), and the delta means nothing.
