@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -457,56 +454,6 @@ func runBinding(t target, dur time.Duration) (float64, error) {
 	}
 	wg.Wait()
 	return float64(answered.Load()) / time.Since(start).Seconds(), firstErr
-}
-
-// issuerResult is wrk's measure of the Tokens resource.
-type issuerResult struct {
-	PerSec    float64
-	P50Millis float64
-	P99Millis float64
-	Non2xx    int64
-	Errors    int64
-}
-
-// runIssuer drives POST .../Tokens.json with wrk for dur.
-func runIssuer(ctx context.Context, s *traverseServer, dir string, dur time.Duration) (issuerResult, error) {
-	var r issuerResult
-	basic := base64.StdEncoding.EncodeToString([]byte(s.accountSid + ":" + s.authToken))
-	lua := fmt.Sprintf(`wrk.method = "POST"
-wrk.body = "Ttl=3600"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic %s"
-`, basic)
-	script := filepath.Join(dir, "tokens.lua")
-	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
-		return r, err
-	}
-	url := s.issuer + "/2010-04-01/Accounts/" + s.accountSid + "/Tokens.json"
-	cctx, cancel := context.WithTimeout(ctx, dur+30*time.Second)
-	defer cancel()
-	secs := strconv.Itoa(int(dur.Seconds()))
-	out, err := exec.CommandContext(cctx, "wrk", "-t2", "-c16", "-d"+secs+"s", "--timeout", "5s", "--latency", "-s", script, url).CombinedOutput()
-	if err != nil {
-		return r, fmt.Errorf("wrk: %w\n%s", err, out)
-	}
-	text := string(out)
-	if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(text); m != nil {
-		r.PerSec, _ = strconv.ParseFloat(m[1], 64)
-	} else {
-		return r, fmt.Errorf("wrk printed no Requests/sec:\n%s", text)
-	}
-	r.P50Millis = wrkLatency(text, "50%")
-	r.P99Millis = wrkLatency(text, "99%")
-	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(text); m != nil {
-		r.Non2xx, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	if m := regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`).FindStringSubmatch(text); m != nil {
-		for _, v := range m[1:] {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			r.Errors += n
-		}
-	}
-	return r, nil
 }
 
 // wrkLatency reads a "  99%    1.23ms" line of wrk --latency in ms.

@@ -13,11 +13,13 @@ import (
 	"log"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/traverse/traverse/internal/pgtest"
 )
 
 // opts is the run's shape, set by the flags and --quick.
@@ -37,6 +39,7 @@ type opts struct {
 	ucClients  int
 	ucN        int
 	ucSatN     int // messages per client of the saturated uclient runs
+	accounts   int // accounts in the issuer's store
 
 	jsonOut, mdOut, pngOut string
 	command                string
@@ -84,13 +87,13 @@ func main() {
 	o.coturnPorts = [2]int{24000, 31999}
 	if o.quick {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 2000, time.Second, 2*time.Second, 10, 100
-		o.ucSatN = 200
+		o.ucSatN, o.accounts = 200, 10000
 		if o.rounds == 0 {
 			o.rounds = 1
 		}
 	} else {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 5000, 3*time.Second, 5*time.Second, 50, 400
-		o.ucSatN = 2000
+		o.ucSatN, o.accounts = 2000, 10000
 		if o.rounds == 0 {
 			o.rounds = 3
 		}
@@ -111,15 +114,17 @@ func main() {
 
 // env is everything started for the run.
 type env struct {
-	dir       string
-	trav      *traverseServer
-	coturn    *coturnServer
-	peer      *proc // turnutils_peer, for turnutils_uclient
-	peerAddr  netip.AddrPort
-	echo      *proc // our batched echo peer, for our own generator
-	echoAddr  netip.AddrPort
-	fwd       *proc
-	fwdAddr   netip.AddrPort
+	dir      string
+	trav     *traverseServer
+	coturn   *coturnServer
+	peer     *proc // turnutils_peer, for turnutils_uclient
+	peerAddr netip.AddrPort
+	echo     *proc // our batched echo peer, for our own generator
+	echoAddr netip.AddrPort
+	fwd      *proc
+	fwdAddr  netip.AddrPort
+	issuers  []*issuerEnv // SQLite, PostgreSQL
+	pg       *pgtest.Cluster
 }
 
 func (e *env) stop() {
@@ -133,6 +138,14 @@ func (e *env) stop() {
 	}
 	if e.trav != nil {
 		e.trav.stop()
+	}
+	for _, i := range e.issuers {
+		i.srv.stop()
+	}
+	if e.pg != nil {
+		if err := e.pg.Stop(); err != nil {
+			log.Print(err)
+		}
 	}
 }
 
@@ -169,6 +182,11 @@ func run(ctx context.Context, o opts) (err error) {
 	}
 	if e.fwd, e.fwdAddr, err = startForwarder(e.echoAddr); err != nil {
 		return err
+	}
+	if o.runs("issuer") {
+		if err := e.startIssuers(ctx, o); err != nil {
+			return err
+		}
 	}
 	trav := target{name: "traverse", kind: "turn", addr: e.trav.udp, tls: e.trav.tls, server: e.trav.proc}
 	cot := target{name: "coturn", kind: "turn", addr: e.coturn.udp, tls: e.coturn.tls, server: e.coturn.proc}
@@ -262,21 +280,43 @@ func run(ctx context.Context, o opts) (err error) {
 			log.Printf("  %-9s STUN Binding: %.0f/s", t.name, r)
 			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
 		}
-		if !o.runs("issuer") {
-			continue
+		for _, is := range e.issuers {
+			ir, err := runIssuer(ctx, is, dir, o.issuerDur)
+			if err != nil {
+				rep.failed("traverse", "issuer "+is.backend, err)
+				continue
+			}
+			log.Printf("  issuer on %s, %d accounts: %.0f Tokens/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d, socket errors %d",
+				is.backend, o.accounts, ir.PerSec, ir.P50Millis, ir.P99Millis, ir.Non2xx, ir.Errors)
+			rep.addIssuer(is.backend, o.accounts, ir)
 		}
-		ir, err := runIssuer(ctx, e.trav, dir, o.issuerDur)
-		if err != nil {
-			rep.failed("traverse", "issuer", err)
-			continue
-		}
-		log.Printf("  issuer: %.0f Tokens/s, p50 %.2f ms, p99 %.2f ms, non-2xx %d, socket errors %d", ir.PerSec, ir.P50Millis, ir.P99Millis, ir.Non2xx, ir.Errors)
-		rep.addIssuer(ir)
 	}
 	rep.Seconds = time.Since(began).Seconds()
 	rep.finish()
 	log.Printf("done in %s", time.Since(began).Round(time.Second))
 	return rep.write(o)
+}
+
+// startIssuers starts the issuer-only servers, on SQLite and on a
+// throwaway PostgreSQL cluster, each with o.accounts accounts in its store.
+func (e *env) startIssuers(ctx context.Context, o opts) error {
+	start := time.Now()
+	is, err := startIssuer(ctx, o.traverse, filepath.Join(e.dir, "issuer-sqlite"), o, nil, o.accounts)
+	if err != nil {
+		return fmt.Errorf("issuer on SQLite: %w", err)
+	}
+	e.issuers = append(e.issuers, is)
+	if e.pg, err = pgtest.New(); err != nil {
+		return err
+	}
+	ip, err := startIssuer(ctx, o.traverse, filepath.Join(e.dir, "issuer-postgres"), o, e.pg, o.accounts)
+	if err != nil {
+		return fmt.Errorf("issuer on PostgreSQL: %w", err)
+	}
+	e.issuers = append(e.issuers, ip)
+	log.Printf("issuers on SQLite (pid %d) and PostgreSQL (pid %d), %d accounts each, ready in %s",
+		is.srv.pid(), ip.srv.pid(), o.accounts, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // knownParts are the measurements --only can pick.
