@@ -39,6 +39,7 @@ type dataSpec struct {
 	size    int // payload bytes
 	rate    int // messages/s offered in total; 0 saturates
 	clients int
+	first   int // number of the first client (its user name and channel)
 	dur     time.Duration
 }
 
@@ -84,7 +85,7 @@ func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*data
 	clients := make([]*dataClient, spec.clients)
 	errs := make(chan error, spec.clients)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, min(16+len(clients)/100, 64))
 	for i := range clients {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -98,9 +99,9 @@ func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*data
 				dc.f = rawFramer{}
 			} else {
 				var tc *turnClient
-				if tc, err = allocateTURN(t.addr, o.secret, fmt.Sprintf("load%d", i)); err == nil {
+				if tc, err = allocateTURN(t.addr, o.secret, fmt.Sprintf("load%d", spec.first+i)); err == nil {
 					dc.tc, dc.conn = tc, tc.conn
-					err = setupTURN(tc, i, peer, spec.mode, dc)
+					err = setupTURN(tc, spec.first+i, peer, spec.mode, dc)
 				}
 			}
 			if err != nil {

@@ -29,6 +29,7 @@ type opts struct {
 	threads       int
 	traversePorts [2]int
 	coturnPorts   [2]int
+	scalePorts    [2]int // both servers' in the scale run, one at a time
 
 	quick      bool
 	rounds     int
@@ -40,6 +41,9 @@ type opts struct {
 	ucN        int
 	ucSatN     int // messages per client of the saturated uclient runs
 	accounts   int // accounts in the issuer's store
+	callMixN   int // allocations of the call mix
+	scaleDur   time.Duration
+	nofile     uint64 // RLIMIT_NOFILE of the bench and its servers
 
 	jsonOut, mdOut, pngOut string
 	command                string
@@ -65,7 +69,7 @@ func main() {
 	flag.StringVar(&o.mdOut, "md", "", "write the markdown report here")
 	flag.StringVar(&o.pngOut, "png", "", "write the ratio chart here (needs gnuplot)")
 	flag.StringVar(&o.command, "command", "scripts/bench", "the command line shown in the report")
-	only := flag.String("only", "", "comma-separated parts to run (data, uclient, alloc, binding, issuer); default all")
+	only := flag.String("only", "", "comma-separated parts to run (data, uclient, callmix, scale, alloc, binding, issuer); default all")
 	flag.Parse()
 	o.parts = map[string]bool{}
 	for _, p := range strings.Split(*only, ",") {
@@ -85,15 +89,29 @@ func main() {
 	// share its ports with them.
 	o.traversePorts = [2]int{16000, 23999}
 	o.coturnPorts = [2]int{24000, 31999}
+	o.scalePorts = [2]int{4000, 15999}
+	if n := o.scalePorts[1] - o.scalePorts[0] + 1; n < scaleSteps[len(scaleSteps)-1] {
+		log.Fatalf("benchtool: the scale run's relay range holds %d ports, fewer than its %d allocations", n, scaleSteps[len(scaleSteps)-1])
+	}
+	// Each allocation of the scale run is a socket here and one or two in
+	// the server under test, which inherits this limit.
+	nofile, err := raiseNoFile(1 << 16)
+	if err != nil {
+		log.Fatalf("benchtool: %v", err)
+	}
+	o.nofile = nofile
+	log.Printf("RLIMIT_NOFILE %d for the bench and the servers", nofile)
 	if o.quick {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 2000, time.Second, 2*time.Second, 10, 100
 		o.ucSatN, o.accounts = 200, 10000
+		o.callMixN, o.scaleDur = 100, time.Second
 		if o.rounds == 0 {
 			o.rounds = 1
 		}
 	} else {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 5000, 3*time.Second, 5*time.Second, 50, 400
 		o.ucSatN, o.accounts = 2000, 10000
+		o.callMixN, o.scaleDur = 1000, 4*time.Second
 		if o.rounds == 0 {
 			o.rounds = 3
 		}
@@ -114,17 +132,18 @@ func main() {
 
 // env is everything started for the run.
 type env struct {
-	dir      string
-	trav     *traverseServer
-	coturn   *coturnServer
-	peer     *proc // turnutils_peer, for turnutils_uclient
-	peerAddr netip.AddrPort
-	echo     *proc // our batched echo peer, for our own generator
-	echoAddr netip.AddrPort
-	fwd      *proc
-	fwdAddr  netip.AddrPort
-	issuers  []*issuerEnv // SQLite, PostgreSQL
-	pg       *pgtest.Cluster
+	dir       string
+	cert, key string // the TLS listeners' certificate
+	trav      *traverseServer
+	coturn    *coturnServer
+	peer      *proc // turnutils_peer, for turnutils_uclient
+	peerAddr  netip.AddrPort
+	echo      *proc // our batched echo peer, for our own generator
+	echoAddr  netip.AddrPort
+	fwd       *proc
+	fwdAddr   netip.AddrPort
+	issuers   []*issuerEnv // SQLite, PostgreSQL
+	pg        *pgtest.Cluster
 }
 
 func (e *env) stop() {
@@ -169,15 +188,14 @@ func run(ctx context.Context, o opts) (err error) {
 	if e.echo, e.echoAddr, err = startEcho(); err != nil {
 		return err
 	}
-	cert, key, err := selfSignedCert(dir)
-	if err != nil {
+	if e.cert, e.key, err = selfSignedCert(dir); err != nil {
 		return err
 	}
 	if e.trav, err = startTraverse(ctx, o.traverse, filepath.Join(dir, "traverse"), o,
-		travSetup{relay: true, ports: o.traversePorts, cert: cert, key: key}); err != nil {
+		travSetup{relay: true, ports: o.traversePorts, cert: e.cert, key: e.key}); err != nil {
 		return err
 	}
-	if e.coturn, err = startCoturn(filepath.Join(dir, "coturn"), o, o.coturnPorts, cert, key); err != nil {
+	if e.coturn, err = startCoturn(filepath.Join(dir, "coturn"), o, o.coturnPorts, e.cert, e.key); err != nil {
 		return err
 	}
 	if e.fwd, e.fwdAddr, err = startForwarder(e.echoAddr); err != nil {
@@ -252,6 +270,29 @@ func run(ctx context.Context, o opts) (err error) {
 			}
 		}
 		for _, t := range pair {
+			if !o.runs("callmix") {
+				break
+			}
+			r, err := runCallMix(t, o, e.echoAddr, o.callMixN, o.dur)
+			if err != nil {
+				rep.failed(t.name, "call mix", err)
+				continue
+			}
+			log.Printf("  %-9s call mix, %d allocations: cpu %6.2f µs/msg  loss %5.2f%%  rtt p50 %6.0f µs p99 %6.0f µs  (%d sent)",
+				t.name, o.callMixN, r.CPUMicros, r.LossPct, r.P50Micros, r.P99Micros, r.Sent)
+			rep.addCallMix(o.callMixN, t.name, r)
+		}
+		for _, t := range pair {
+			if !o.runs("scale") {
+				break
+			}
+			steps, err := runScale(ctx, t.name, o, dir, e.cert, e.key, e.echoAddr, scaleSteps, o.scaleDur)
+			if err != nil {
+				rep.failed(t.name, "scale", err)
+			}
+			rep.addScale(t.name, steps)
+		}
+		for _, t := range pair {
 			if !o.runs("alloc") {
 				break
 			}
@@ -320,7 +361,8 @@ func (e *env) startIssuers(ctx context.Context, o opts) error {
 }
 
 // knownParts are the measurements --only can pick.
-var knownParts = map[string]bool{"data": true, "uclient": true, "alloc": true, "binding": true, "issuer": true}
+var knownParts = map[string]bool{"data": true, "uclient": true, "callmix": true, "scale": true,
+	"alloc": true, "binding": true, "issuer": true}
 
 // runs reports whether a part of the run is selected (all are by default).
 func (o opts) runs(part string) bool { return len(o.parts) == 0 || o.parts[part] }
