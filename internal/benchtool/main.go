@@ -40,9 +40,9 @@ type opts struct {
 	issuerDur  time.Duration
 	ucClients  int
 	ucN        int
-	ucSatN     int // messages per client of the saturated uclient runs
-	accounts   int // accounts in the issuer's store
-	callMixN   int // allocations of the call mix
+	ucSatN     int   // messages per client of the saturated uclient runs
+	accounts   int   // accounts in the issuer's store
+	callMix    []int // allocations of the call mix runs; the last is issue 14's
 	scaleDur   time.Duration
 	nofile     uint64 // RLIMIT_NOFILE of the bench and its servers
 
@@ -108,14 +108,17 @@ func main() {
 	if o.quick {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 1500*time.Millisecond, 2000, time.Second, 2*time.Second, 10, 100
 		o.ucSatN, o.accounts = 200, 2000
-		o.callMixN, o.scaleDur = 100, time.Second
+		o.callMix, o.scaleDur = []int{100}, time.Second
 		if o.rounds == 0 {
 			o.rounds = 1
 		}
 	} else {
 		o.dur, o.allocN, o.bindingDur, o.issuerDur, o.ucClients, o.ucN = 4*time.Second, 5000, 3*time.Second, 5*time.Second, 50, 400
 		o.ucSatN, o.accounts = 2000, 10000
-		o.callMixN, o.scaleDur = 1000, 4*time.Second
+		// 1,000 is issue 14's; on a shared 2-core machine its 74k
+		// datagrams/s each way overload coturn (and the generator), so a
+		// quarter of it is measured too, a load both carry.
+		o.callMix, o.scaleDur = []int{250, 1000}, 4*time.Second
 		if o.rounds == 0 {
 			o.rounds = 3
 		}
@@ -293,18 +296,20 @@ func run(ctx context.Context, o opts) (err error) {
 				rep.addUclient(spec, t.name, r)
 			}
 		}
-		for _, t := range pair {
-			if !o.runs("callmix") {
-				break
+		for _, n := range o.callMix {
+			for _, t := range pair {
+				if !o.runs("callmix") {
+					break
+				}
+				r, err := runCallMix(t, o, e.echoAddr, n, o.dur)
+				if err != nil {
+					rep.failed(t.name, "call mix", err)
+					continue
+				}
+				log.Printf("  %-9s call mix, %d allocations: cpu %6.2f µs/msg  loss %5.2f%%  rtt p50 %6.0f µs p99 %6.0f µs  (%d sent)",
+					t.name, n, r.CPUMicros, r.LossPct, r.P50Micros, r.P99Micros, r.Sent)
+				rep.addCallMix(n, t.name, r)
 			}
-			r, err := runCallMix(t, o, e.echoAddr, o.callMixN, o.dur)
-			if err != nil {
-				rep.failed(t.name, "call mix", err)
-				continue
-			}
-			log.Printf("  %-9s call mix, %d allocations: cpu %6.2f µs/msg  loss %5.2f%%  rtt p50 %6.0f µs p99 %6.0f µs  (%d sent)",
-				t.name, o.callMixN, r.CPUMicros, r.LossPct, r.P50Micros, r.P99Micros, r.Sent)
-			rep.addCallMix(o.callMixN, t.name, r)
 		}
 		for _, t := range pair {
 			if !o.runs("scale") {

@@ -251,10 +251,15 @@ func runCallMix(t target, o opts, peer netip.AddrPort, n int, dur time.Duration)
 	return runMedia(t, clients, callMixFlows(n), dur)
 }
 
+// callMixName names the call mix of n allocations in the report.
+func callMixName(n int) string {
+	return fmt.Sprintf("call mix, %d allocations (audio 50 × 160 B/s each, 10%% also video 30 × 8 × 1100 B/s)", n)
+}
+
 func (r *report) addCallMix(n int, tgt string, m mediaResult) {
-	what := fmt.Sprintf("call mix, %d allocations (audio 50 × 160 B/s each, 10%% also video 30 × 8 × 1100 B/s)", n)
-	r.add("server CPU per relayed message, "+what, "CPU call mix", "µs", false, tgt, m.CPUMicros)
+	what := callMixName(n)
+	r.add("server CPU per relayed message, "+what, fmt.Sprintf("CPU call mix %d", n), "µs", false, tgt, m.CPUMicros)
 	r.add("round trip p50, "+what, "", "µs", false, tgt, m.P50Micros)
-	r.add("round trip p99, "+what, "RTT p99 call mix", "µs", false, tgt, m.P99Micros)
+	r.add("round trip p99, "+what, fmt.Sprintf("RTT p99 call mix %d", n), "µs", false, tgt, m.P99Micros)
 	r.add("loss, "+what, "", "%", false, tgt, m.LossPct)
 }
