@@ -296,7 +296,7 @@ func (r *report) targets14(o opts) string {
 			}
 			verdict = "met"
 			if !ok {
-				verdict = fmt.Sprintf("missed by %.0f %%", 100*abs(rw.Ratio-want)/want)
+				verdict = fmt.Sprintf("missed by %.1f %%", 100*abs(rw.Ratio-want)/want)
 			}
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.2f× | %s |\n", label, wanted(want, atMost), rw.Ratio, verdict)
