@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -27,9 +24,10 @@ import (
 // echo peer itself (the ping-pong).
 type target struct {
 	name   string
-	kind   string // "turn", "raw"
-	addr   netip.AddrPort
-	server *proc // whose CPU is measured
+	kind   string         // "turn", "raw"
+	addr   netip.AddrPort // UDP, and plain TCP on the same port
+	tls    netip.AddrPort // TURN over TLS
+	server *proc          // whose CPU is measured
 }
 
 // dataSpec is one relayed-data scenario.
@@ -41,6 +39,7 @@ type dataSpec struct {
 	size    int // payload bytes
 	rate    int // messages/s offered in total; 0 saturates
 	clients int
+	first   int // number of the first client (its user name and channel)
 	dur     time.Duration
 }
 
@@ -86,7 +85,7 @@ func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*data
 	clients := make([]*dataClient, spec.clients)
 	errs := make(chan error, spec.clients)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, min(16+len(clients)/100, 64))
 	for i := range clients {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -100,9 +99,9 @@ func setupClients(t target, o opts, peer netip.AddrPort, spec dataSpec) ([]*data
 				dc.f = rawFramer{}
 			} else {
 				var tc *turnClient
-				if tc, err = allocateTURN(t.addr, o.secret, fmt.Sprintf("load%d", i)); err == nil {
+				if tc, err = allocateTURN(t.addr, o.secret, fmt.Sprintf("load%d", spec.first+i)); err == nil {
 					dc.tc, dc.conn = tc, tc.conn
-					err = setupTURN(tc, i, peer, spec.mode, dc)
+					err = setupTURN(tc, spec.first+i, peer, spec.mode, dc)
 				}
 			}
 			if err != nil {
@@ -458,56 +457,6 @@ func runBinding(t target, dur time.Duration) (float64, error) {
 	return float64(answered.Load()) / time.Since(start).Seconds(), firstErr
 }
 
-// issuerResult is wrk's measure of the Tokens resource.
-type issuerResult struct {
-	PerSec    float64
-	P50Millis float64
-	P99Millis float64
-	Non2xx    int64
-	Errors    int64
-}
-
-// runIssuer drives POST .../Tokens.json with wrk for dur.
-func runIssuer(ctx context.Context, s *traverseServer, dir string, dur time.Duration) (issuerResult, error) {
-	var r issuerResult
-	basic := base64.StdEncoding.EncodeToString([]byte(s.accountSid + ":" + s.authToken))
-	lua := fmt.Sprintf(`wrk.method = "POST"
-wrk.body = "Ttl=3600"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic %s"
-`, basic)
-	script := filepath.Join(dir, "tokens.lua")
-	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
-		return r, err
-	}
-	url := s.issuer + "/2010-04-01/Accounts/" + s.accountSid + "/Tokens.json"
-	cctx, cancel := context.WithTimeout(ctx, dur+30*time.Second)
-	defer cancel()
-	secs := strconv.Itoa(int(dur.Seconds()))
-	out, err := exec.CommandContext(cctx, "wrk", "-t2", "-c16", "-d"+secs+"s", "--timeout", "5s", "--latency", "-s", script, url).CombinedOutput()
-	if err != nil {
-		return r, fmt.Errorf("wrk: %w\n%s", err, out)
-	}
-	text := string(out)
-	if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(text); m != nil {
-		r.PerSec, _ = strconv.ParseFloat(m[1], 64)
-	} else {
-		return r, fmt.Errorf("wrk printed no Requests/sec:\n%s", text)
-	}
-	r.P50Millis = wrkLatency(text, "50%")
-	r.P99Millis = wrkLatency(text, "99%")
-	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(text); m != nil {
-		r.Non2xx, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	if m := regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`).FindStringSubmatch(text); m != nil {
-		for _, v := range m[1:] {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			r.Errors += n
-		}
-	}
-	return r, nil
-}
-
 // wrkLatency reads a "  99%    1.23ms" line of wrk --latency in ms.
 func wrkLatency(text, pct string) float64 {
 	m := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(pct) + `\s+([0-9.]+)(us|ms|s)\s*$`).FindStringSubmatch(text)
@@ -522,55 +471,6 @@ func wrkLatency(text, pct string) float64 {
 		v *= 1000
 	}
 	return v
-}
-
-// uclientResult is turnutils_uclient's report with the server's CPU.
-type uclientResult struct {
-	Sent, Received int64
-	LossPct        float64
-	CPUMicros      float64
-}
-
-var (
-	reTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$`)
-	reLost   = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\)`)
-)
-
-// runUclient drives t with coturn's own load generator, as issue 6 did:
-// clients × n messages of size bytes every interval ms each, over channels.
-func runUclient(ctx context.Context, t target, o opts, peer netip.AddrPort, clients, n, size, intervalMS int) (uclientResult, error) {
-	var r uclientResult
-	cctx, cancel := context.WithTimeout(ctx, 120*time.Second)
-	defer cancel()
-	cpu0, _ := cpuTicks(t.server.pid())
-	out, err := exec.CommandContext(cctx, "turnutils_uclient",
-		"-W", o.secret, "-p", strconv.Itoa(int(t.addr.Port())),
-		"-e", peer.Addr().String(), "-r", strconv.Itoa(int(peer.Port())),
-		"-m", strconv.Itoa(clients), "-n", strconv.Itoa(n), "-l", strconv.Itoa(size),
-		"-z", strconv.Itoa(intervalMS), "-X", "-c", t.addr.Addr().String()).CombinedOutput()
-	cpu1, _ := cpuTicks(t.server.pid())
-	if err != nil {
-		return r, fmt.Errorf("turnutils_uclient: %w\n%s", err, tail(out, 2000))
-	}
-	var totals, lost []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if m := reTotals.FindStringSubmatch(line); m != nil {
-			totals = m
-		}
-		if m := reLost.FindStringSubmatch(line); m != nil {
-			lost = m
-		}
-	}
-	if totals == nil || lost == nil {
-		return r, fmt.Errorf("turnutils_uclient printed no final report:\n%s", tail(out, 2000))
-	}
-	r.Sent, _ = strconv.ParseInt(totals[1], 10, 64)
-	r.Received, _ = strconv.ParseInt(totals[2], 10, 64)
-	r.LossPct, _ = strconv.ParseFloat(lost[2], 64)
-	if h := r.Sent + r.Received; h > 0 {
-		r.CPUMicros = float64(cpu1-cpu0) * tickSeconds * 1e6 / float64(h)
-	}
-	return r, nil
 }
 
 func tail(b []byte, n int) string {

@@ -43,9 +43,17 @@ type report struct {
 	Quick    bool    `json:"quick"`
 	Rounds   int     `json:"rounds"`
 	Threads  int     `json:"threads"`
+	Accounts int     `json:"issuer_accounts"`
 	Duration string  `json:"load_duration"`
 	Seconds  float64 `json:"seconds"`
 	Rows     []*row  `json:"rows"`
+	// Note is the operator's remark on the run (--note): the load, say.
+	Note string `json:"note,omitempty"`
+	// LoadAvg is /proc/loadavg's 1-minute figure when the run started and
+	// when it ended: how busy the machine was besides the bench.
+	LoadAvg [2]float64 `json:"loadavg_1min_start_end"`
+	// NoFile is RLIMIT_NOFILE of the bench and its servers.
+	NoFile uint64 `json:"rlimit_nofile"`
 	// Failures are measurements that could not be taken.
 	Failures []string `json:"failures,omitempty"`
 }
@@ -62,6 +70,10 @@ func newReport(o opts) *report {
 		Quick:    o.quick,
 		Rounds:   o.rounds,
 		Threads:  o.threads,
+		Accounts: o.accounts,
+		Note:     o.note,
+		LoadAvg:  [2]float64{loadAvg(), 0},
+		NoFile:   o.nofile,
 		Duration: o.dur.String(),
 	}
 }
@@ -100,11 +112,6 @@ func (r *report) addData(spec dataSpec, tgt string, d dataResult) {
 	r.add("load generator and peer CPU per relayed message (share the cores), "+spec.String(), "", "µs", false, tgt, d.LoadCPUMicros)
 }
 
-func (r *report) addUclient(tgt string, u uclientResult) {
-	r.add("server CPU per relayed message, turnutils_uclient paced, 100 B, channel", "CPU uclient", "µs", false, tgt, u.CPUMicros)
-	r.add("loss, turnutils_uclient paced, 100 B, channel", "", "%", false, tgt, u.LossPct)
-}
-
 // addAlloc records the allocation run; memory only from the first round,
 // when the processes are fresh: afterwards both reuse what the first round
 // grew (coturn's malloc keeps freed memory), and the delta means nothing.
@@ -121,14 +128,8 @@ func (r *report) addAlloc(tgt string, a allocResult, fresh bool) {
 	}
 }
 
-func (r *report) addIssuer(i issuerResult) {
-	r.add("issuer: Tokens created/s (wrk, 16 connections)", "", "/s", true, "traverse", i.PerSec)
-	r.add("issuer: Tokens p50 latency", "", "ms", false, "traverse", i.P50Millis)
-	r.add("issuer: Tokens p99 latency", "", "ms", false, "traverse", i.P99Millis)
-	r.add("issuer: non-2xx responses and socket errors", "", "", false, "traverse", float64(i.Non2xx+i.Errors))
-}
-
 func (r *report) finish() {
+	r.LoadAvg[1] = loadAvg()
 	for _, rw := range r.Rows {
 		for _, s := range rw.Values {
 			v := slices.Clone(s.Samples)
@@ -257,7 +258,7 @@ func (r *report) targets() string {
 	ratio("messages/s relayed, saturated, 100 B, channel", 1.2, false, "messages/s at saturation, 100 B channels")
 	ratio("authenticated allocations/s (the best level)", 2.0, false, "allocation rate")
 	ratio("resident memory per held allocation (first round)", 0.5, true, "memory per live allocation")
-	if rw := r.find("issuer: Tokens created/s (wrk, 16 connections)"); rw != nil {
+	if rw := r.find(issuerMetric("SQLite", "Tokens created/s (wrk, 16 connections)", r.Accounts)); rw != nil {
 		v := rw.Values["traverse"].Median
 		verdict := "met"
 		if v < 20000 {
@@ -265,7 +266,7 @@ func (r *report) targets() string {
 		}
 		fmt.Fprintf(&b, "| issuer Tokens/s | ≥ 20,000 | %.0f | %s |\n", v, verdict)
 	}
-	if rw := r.find("issuer: Tokens p99 latency"); rw != nil {
+	if rw := r.find(issuerMetric("SQLite", "Tokens p99 latency", r.Accounts)); rw != nil {
 		v := rw.Values["traverse"].Median
 		verdict := "met"
 		if v >= 10 {
@@ -276,6 +277,92 @@ func (r *report) targets() string {
 	return b.String()
 }
 
+// targets14 compares the run with issue 14's targets, and lists the
+// TCP/TLS ratios that issue 16 asks for without a target.
+func (r *report) targets14(o opts) string {
+	var b strings.Builder
+	b.WriteString("| target (issue 14) | wanted | measured | |\n|---|---|---|---|\n")
+	line := func(metric string, want float64, atMost bool, label string) {
+		rw := r.find(metric)
+		if rw == nil || rw.Ratio == 0 {
+			fmt.Fprintf(&b, "| %s | %s | not measured | |\n", label, wanted(want, atMost))
+			return
+		}
+		verdict := "no target"
+		if want > 0 {
+			ok := rw.Ratio <= want
+			if !atMost {
+				ok = rw.Ratio >= want
+			}
+			verdict = "met"
+			if !ok {
+				verdict = fmt.Sprintf("missed by %.1f %%", 100*abs(rw.Ratio-want)/want)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.2f× | %s |\n", label, wanted(want, atMost), rw.Ratio, verdict)
+	}
+	uc := func(tr string, sat bool) string { return ucSpec{transport: tr, saturated: sat}.String() }
+	line("server CPU per relayed message, "+uc("UDP", false), 0.8, true, "uclient paced (50 clients, -z 5): CPU per message")
+	line("server CPU per relayed message, "+uc("UDP", true), 0.6, true, "uclient saturated (4 × -m 10 -z 0): CPU per message")
+	line("messages delivered (echoes received), "+uc("UDP", true), 1.0, false, "uclient saturated: messages delivered")
+	for _, n := range o.callMix {
+		mix := callMixName(n)
+		line("server CPU per relayed message, "+mix, 0.7, true, fmt.Sprintf("call mix (%d allocations): CPU per message", n))
+		line("round trip p99, "+mix, 1.0, true, fmt.Sprintf("call mix (%d allocations): p99 round trip", n))
+		if rw := r.find("loss, " + mix); rw != nil && rw.Values["traverse"] != nil && rw.Values["coturn"] != nil {
+			fmt.Fprintf(&b, "| call mix (%d allocations): loss | (shown) | traverse %.2f %%, coturn %.2f %% | |\n",
+				n, rw.Values["traverse"].Median, rw.Values["coturn"].Median)
+		}
+	}
+	for _, n := range scaleSteps {
+		what := fmt.Sprintf("scale, %d live allocations, each 2 × 100 B/s", n)
+		line("server CPU per relayed message, "+what, 0, true, fmt.Sprintf("scale %d: CPU per message", n))
+		want := 0.0
+		if n == scaleSteps[len(scaleSteps)-1] {
+			want = 0.4
+		}
+		line("resident memory per allocation, "+what, want, true, fmt.Sprintf("scale %d: RSS per allocation", n))
+	}
+	for _, tr := range []string{"TCP", "TLS"} {
+		for _, sat := range []bool{false, true} {
+			load := "paced"
+			if sat {
+				load = "saturated"
+			}
+			line("server CPU per relayed message, "+uc(tr, sat), 1.0, true, fmt.Sprintf("uclient %s %s: CPU per message", tr, load))
+		}
+	}
+	for _, be := range []string{"SQLite", "PostgreSQL"} {
+		rw := r.find(issuerMetric(be, "Tokens created/s (wrk, 16 connections)", r.Accounts))
+		p99 := r.find(issuerMetric(be, "Tokens p99 latency", r.Accounts))
+		if rw == nil || p99 == nil {
+			continue
+		}
+		v, p := rw.Values["traverse"].Median, p99.Values["traverse"].Median
+		verdict := "reported"
+		if be == "SQLite" {
+			verdict = "met"
+			if v < 20000 || p >= 10 {
+				verdict = "missed"
+			}
+		}
+		fmt.Fprintf(&b, "| issuer on %s, %d accounts: Tokens/s, p99 | %s | %.0f/s, %.2f ms | %s |\n", be, r.Accounts,
+			map[string]string{"SQLite": "≥ 20,000/s, < 10 ms", "PostgreSQL": "report"}[be], v, p, verdict)
+	}
+	return b.String()
+}
+
+func wanted(want float64, atMost bool) string {
+	switch {
+	case want == 0:
+		return "ratio"
+	case atMost:
+		return fmt.Sprintf("≤ %.1f×", want)
+	default:
+		return fmt.Sprintf("≥ %.1f×", want)
+	}
+}
+
 func (r *report) markdown(o opts) string {
 	var b strings.Builder
 	b.WriteString("# Benchmarks: traverse beside coturn\n\n")
@@ -284,11 +371,16 @@ func (r *report) markdown(o opts) string {
 		r.Command, r.Date, r.Machine, r.Go, r.Coturn)
 	fmt.Fprintf(&b, "- **Rounds:** %d, alternating which server goes first; each data run lasts %s. Cells are the median (min–max) over the rounds.\n",
 		r.Rounds, r.Duration)
-	fmt.Fprintf(&b, "- **Whole run:** %.0f s\n\n", r.Seconds)
+	fmt.Fprintf(&b, "- **Whole run:** %.0f s; load average (1 min) %.1f at the start, %.1f at the end\n\n", r.Seconds, r.LoadAvg[0], r.LoadAvg[1])
 	if o.pngOut != "" {
 		fmt.Fprintf(&b, "![traverse/coturn ratios](%s)\n\n", filepath.Base(o.pngOut))
 	}
-	b.WriteString("## Against issue 6's targets\n\n")
+	if r.Note != "" {
+		fmt.Fprintf(&b, "**Note on this run.** %s\n\n", r.Note)
+	}
+	b.WriteString("## Against issue 14's targets (and issue 16's TCP/TLS rows)\n\n")
+	b.WriteString(r.targets14(o))
+	b.WriteString("\n## Against issue 6's targets\n\n")
 	b.WriteString(r.targets())
 	b.WriteString("\n## All figures\n\n")
 	b.WriteString(r.table())
@@ -304,7 +396,9 @@ func (r *report) markdown(o opts) string {
 - **Servers.** traverse (` + "`traverse serve`" + `, the built binary) and coturn (Debian's ` + "`turnserver`" + `) run side by side
   on 127.0.0.1 with equivalent settings: one TURN REST shared secret, loopback peers allowed, no per-user
   quota, 8,000 relay ports each (disjoint ranges), ` + fmt.Sprint(r.Threads) + ` relay threads (traverse ` + "`relay.udp_sockets`" + `,
-  coturn ` + "`--relay-threads`" + `), no TLS/DTLS, no CLI.
+  coturn ` + "`--relay-threads`" + `), no DTLS, no CLI. Both are laid out as shipped: UDP and TCP on one port, and a
+  TLS listener on another with the same self-signed ECDSA certificate that the bench writes. The descriptor
+  limit (RLIMIT_NOFILE) of the bench and the servers is ` + fmt.Sprint(r.NoFile) + ` (raised as far as the hard limit allows).
 - **Peer.** The relayed messages go to a UDP echo peer on loopback: ours (` + "`benchtool echo`" + `, one thread like
   coturn's ` + "`turnutils_peer`" + `, but it reads up to 64 datagrams with one ` + "`recvmmsg`" + ` and echoes them with one
   ` + "`sendmmsg`" + `). ` + "`turnutils_peer`" + ` spends a ` + "`recvfrom`" + ` and a ` + "`sendto`" + ` per echo and at saturation takes close to one
@@ -324,8 +418,22 @@ func (r *report) markdown(o opts) string {
   For the ping-pong, the peer's CPU per echo (one read, one write): the kernel's own cost per datagram here.
 - **Go forwarder** is a trivial UDP forwarder (one reader goroutine, one connected upstream socket and goroutine
   per client) run as its own process with the same load, without TURN framing: the practical floor for Go.
-- **turnutils_uclient** rows: coturn's own load generator (as issue 6 used), ` + fmt.Sprintf("%d clients × %d", o.ucClients, o.ucN) + `
-  100-byte messages every 5 ms each over channels; CPU over the whole uclient run.
+- **turnutils_uclient** rows: coturn's own load generator (as issue 6 used), over channels to turnutils_peer, over
+  UDP, TCP (` + "`-t`" + `) and TLS (` + "`-t -S`" + `). *Paced*: ` + fmt.Sprintf("%d clients × %d", o.ucClients, o.ucN) + ` 100-byte
+  messages every 5 ms each (` + "`-m " + fmt.Sprint(o.ucClients) + " -c -z 5`" + `). *Saturated*: 4 uclient processes at once, each
+  ` + "`-m 10 -z 0 -n " + fmt.Sprint(o.ucSatN) + "`" + `. Server CPU (every thread's run time) over the whole uclient runs, set-up
+  included, per message relayed (sent + echoed); messages/s over the runs' wall time, set-up included.
+- **Call mix:** ` + fmt.Sprint(o.callMix) + ` allocations (channels to our echo peer), each sending audio, one 160-byte datagram
+  every 20 ms, and one in ten also video, a frame of 8 × 1,100-byte datagrams sent back to back 30 times a
+  second, each flow at a random phase, for ` + r.Duration + `: from one goroutine stepping a 1 ms timing wheel (a frame
+  is one ` + "`sendmmsg`" + `), while one epoll loop counts the echoes. The round trip is the generator's clock from
+  send to echo; the generator and the peer are the same for both servers, so the difference between the two
+  is what the servers add. 1,000 allocations offer about 74,000 datagrams/s each way (148,000 relayed
+  messages/s), more than coturn relays on this machine at saturation; the smaller run is a load both carry.
+- **Scale:** a freshly started server of each kind in turn (relay range ` + fmt.Sprintf("%d–%d", o.scalePorts[0], o.scalePorts[1]) + `, checked to hold
+  the top step) is brought to ` + fmt.Sprint(scaleSteps) + ` live allocations, each step's allocations kept for the next;
+  at each step every allocation sends a 100-byte datagram every 500 ms for ` + o.scaleDur.String() + ` (through the same
+  generator), and **RSS per allocation** is (VmRSS now − VmRSS of the fresh server) / allocations.
 - **Allocations/s:** one event loop (epoll, non-blocking sockets, hand-built messages in reused buffers) keeps
   a fixed number of allocations in flight. Every allocation has its own UDP socket (its own 5-tuple) and its own TURN REST
   credential, both made before the clock starts — socket creation and minting are the client's and the app's
@@ -346,7 +454,9 @@ func (r *report) markdown(o opts) string {
   server thread's run time (` + "`/proc/PID/task/*/schedstat`" + `, ns) over the best pass divided by its allocations.
   Only the first round counts for memory: later rounds reuse what it grew (coturn's malloc keeps freed memory).
 - **STUN Binding:** 4 sockets with 16 requests in flight each.
-- **Issuer:** ` + "`wrk -t2 -c16 --latency`" + ` POSTing ` + "`Ttl=3600`" + ` to ` + "`/2010-04-01/Accounts/{Sid}/Tokens.json`" + ` with Basic auth.
+- **Issuer:** issuer-only servers (no relay, plain HTTP), one on SQLite and one on PostgreSQL (a throwaway
+  local cluster, ` + "`internal/pgtest`" + `), each with ` + fmt.Sprint(r.Accounts) + ` accounts in its store. ` + "`wrk -t2 -c16 --latency`" + ` POSTs
+  ` + "`Ttl=3600`" + ` to ` + "`/2010-04-01/Accounts/{Sid}/Tokens.json`" + `, each request as the next account in turn (Basic auth).
 `)
 	return b.String()
 }
@@ -380,7 +490,7 @@ func (r *report) chart(path string) error {
 	if err != nil {
 		return err
 	}
-	script := fmt.Sprintf(`set terminal pngcairo size 1200,600 font "sans,10"
+	script := fmt.Sprintf(`set terminal pngcairo size 1800,700 font "sans,10"
 set output %q
 set title "traverse / coturn (median of %d rounds, %s) — below 1 is better for traverse"
 set style fill solid 0.7
@@ -404,6 +514,17 @@ plot %q using 0:2:xtic(1) with boxes lc rgb "#3a6ea5", '' using 0:2:(sprintf("%%
 		return fmt.Errorf("gnuplot: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// loadAvg is the 1-minute load average, 0 when unknown.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var v float64
+	_, _ = fmt.Sscan(string(b), &v)
+	return v
 }
 
 func machine() string {

@@ -144,18 +144,38 @@ func waitUDP(addr netip.AddrPort, p *proc, limit time.Duration, what string, pro
 // traverseServer is a running `traverse serve`.
 type traverseServer struct {
 	*proc
-	udp        netip.AddrPort
-	issuer     string // http://host:port
+	udp        netip.AddrPort // also the plain TCP listener (the shipped layout)
+	tls        netip.AddrPort // TLS (and plain TCP) listener; zero without a certificate
+	issuer     string         // http://host:port; empty without the issuer
 	accountSid string
 	authToken  string
 }
 
-func startTraverse(ctx context.Context, bin, dir string, o opts) (*traverseServer, error) {
-	cfg := fmt.Sprintf(`data_dir: %s
-listen:
-  udp: ["127.0.0.1:0"]
-  tcp: ["127.0.0.1:0"]
-  tls: []
+// travSetup is what a `traverse serve` of the bench runs: a relay laid out
+// as shipped (UDP and TCP on one port, TLS on another) and/or an issuer.
+type travSetup struct {
+	relay, issuer bool
+	ports         [2]int // relay range
+	cert, key     string // TLS listener's certificate; none: no TLS
+	dsn           string // store; default SQLite in the data dir
+}
+
+func (t travSetup) config(dir string, o opts) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "data_dir: %s\n", dir)
+	if t.relay {
+		port, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		tls := "[]"
+		if t.cert != "" {
+			tls = `["127.0.0.1:0"]`
+		}
+		fmt.Fprintf(&b, `listen:
+  udp: ["127.0.0.1:%d"]
+  tcp: ["127.0.0.1:%d"]
+  tls: %s
 relay:
   public_ip: 127.0.0.1
   bind_ip: 127.0.0.1
@@ -165,17 +185,34 @@ relay:
   quota: {per_user: 0, total: 0}
   udp_sockets: %d
   drain_timeout: 1s
-auth:
-  secrets: [%s]
-issuer:
-  listen: 127.0.0.1:0
-  public_host: 127.0.0.1
-metrics:
-  listen: 127.0.0.1:0
-log:
-  format: json
-  level: info
-`, dir, o.traversePorts[0], o.traversePorts[1], o.threads, o.secret)
+`, port, port, tls, t.ports[0], t.ports[1], o.threads)
+	} else {
+		b.WriteString("listen: {udp: [], tcp: [], tls: []}\nrelay:\n  enabled: false\n")
+	}
+	if t.cert != "" {
+		fmt.Fprintf(&b, "tls: {cert: %s, key: %s}\n", t.cert, t.key)
+	}
+	fmt.Fprintf(&b, "auth:\n  secrets: [%s]\n", o.secret)
+	if t.issuer {
+		b.WriteString("issuer:\n  listen: 127.0.0.1:0\n  public_host: 127.0.0.1\n")
+	} else {
+		b.WriteString("issuer:\n  enabled: false\nconsole:\n  enabled: false\n")
+	}
+	if t.dsn != "" {
+		fmt.Fprintf(&b, "store:\n  dsn: %s\n", t.dsn)
+	}
+	b.WriteString("metrics:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n  level: info\n")
+	return b.String(), nil
+}
+
+func startTraverse(ctx context.Context, bin, dir string, o opts, setup travSetup) (*traverseServer, error) {
+	cfg, err := setup.config(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, "traverse.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -221,19 +258,27 @@ log:
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
 	s := &traverseServer{proc: p, accountSid: acct.Sid, authToken: acct.AuthToken}
+	first := func(line map[string]any, key string) (netip.AddrPort, error) {
+		l, _ := line[key].([]any)
+		if len(l) == 0 {
+			return netip.AddrPort{}, fmt.Errorf("traverse start-up line has no %s listener: %v", key, line)
+		}
+		return netip.ParseAddrPort(fmt.Sprint(l[0]))
+	}
 	select {
 	case line := <-started:
-		udp, _ := line["udp"].([]any)
-		if len(udp) == 0 {
-			p.stop()
-			return nil, fmt.Errorf("traverse start-up line has no udp listener: %v", line)
+		if setup.relay {
+			if s.udp, err = first(line, "udp"); err == nil && setup.cert != "" {
+				s.tls, err = first(line, "tls")
+			}
+			if err != nil {
+				p.stop()
+				return nil, err
+			}
 		}
-		s.udp, err = netip.ParseAddrPort(fmt.Sprint(udp[0]))
-		if err != nil {
-			p.stop()
-			return nil, err
+		if setup.issuer {
+			s.issuer = "http://" + fmt.Sprint(line["issuer"])
 		}
-		s.issuer = "http://" + fmt.Sprint(line["issuer"])
 	case <-p.done:
 		b, _ := os.ReadFile(filepath.Join(dir, "traverse.log"))
 		return nil, fmt.Errorf("traverse serve exited:\n%s", b)
@@ -241,23 +286,42 @@ log:
 		p.stop()
 		return nil, errors.New("traverse serve did not start in 30s")
 	}
+	if !setup.relay {
+		return s, nil
+	}
 	return s, waitSTUN(s.udp, p, 10*time.Second)
 }
 
-// startCoturn runs Debian's turnserver with the settings traverse gets.
-func startCoturn(dir string, o opts) (*proc, netip.AddrPort, error) {
+// coturnServer is a running turnserver.
+type coturnServer struct {
+	*proc
+	udp netip.AddrPort // also TCP, as coturn always listens
+	tls netip.AddrPort
+}
+
+// startCoturn runs Debian's turnserver with the settings traverse gets: UDP
+// and TCP on one port, TLS on another with the bench's certificate.
+func startCoturn(dir string, o opts, ports [2]int, cert, key string) (*coturnServer, error) {
 	port, err := freePort()
 	if err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, err
+	}
+	tlsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
 	cmd := exec.Command("turnserver", "-n",
 		"--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1",
 		"--listening-port", strconv.Itoa(port),
 		"--use-auth-secret", "--static-auth-secret="+o.secret, "--realm", "traverse",
 		"--allow-loopback-peers",
-		"--min-port", strconv.Itoa(o.coturnPorts[0]), "--max-port", strconv.Itoa(o.coturnPorts[1]),
+		"--tls-listening-port", strconv.Itoa(tlsPort), "--cert", cert, "--pkey", key,
+		"--min-port", strconv.Itoa(ports[0]), "--max-port", strconv.Itoa(ports[1]),
 		"--relay-threads", strconv.Itoa(o.threads),
-		"--no-dtls", "--no-tls", "--no-cli",
+		"--no-dtls", "--no-cli",
 		"--simple-log", "--log-file", filepath.Join(dir, "coturn.log"),
 		"--pidfile", filepath.Join(dir, "coturn.pid"),
 	)
@@ -265,14 +329,15 @@ func startCoturn(dir string, o opts) (*proc, netip.AddrPort, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	p, err := start("coturn", cmd)
 	if err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, err
 	}
-	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
-	if err := waitSTUN(addr, p, 10*time.Second); err != nil {
+	lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	s := &coturnServer{proc: p, udp: netip.AddrPortFrom(lo, uint16(port)), tls: netip.AddrPortFrom(lo, uint16(tlsPort))}
+	if err := waitSTUN(s.udp, p, 10*time.Second); err != nil {
 		p.stop()
-		return nil, addr, fmt.Errorf("%w\n%s", err, out.String())
+		return nil, fmt.Errorf("%w\n%s", err, out.String())
 	}
-	return p, addr, nil
+	return s, nil
 }
 
 // startPeer runs coturn's turnutils_peer, a UDP echo server in C, for
