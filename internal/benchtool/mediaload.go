@@ -179,14 +179,7 @@ func receiveMedia(mc []*mediaClient, epoch time.Time, stop <-chan struct{}, rtts
 	}
 	evs := make([]unix.EpollEvent, 256)
 	var n int
-	wait := func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, fd, uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
-		if e != 0 || r == 0 {
-			return false
-		}
-		n = int(r)
-		return true
-	}
+	wait := epollWaiter(evs, &n)
 	rb := newMsgBatch(16, 2048)
 	for {
 		select {

@@ -96,3 +96,18 @@ func mmsgCall(trap uintptr, fd int, hdrs []mmsghdr) (int, unix.Errno) {
 		unix.MSG_DONTWAIT, 0, 0)
 	return int(r), e
 }
+
+// epollWaiter is a non-blocking epoll_wait into evs, for the epoll set's
+// RawConn.Read: it reports ready sockets (their count in *n) or lets the
+// netpoller park the goroutine until the set is readable. A raw system
+// call, so a busy loop does not enter the runtime's syscall state.
+func epollWaiter(evs []unix.EpollEvent, n *int) func(fd uintptr) bool {
+	return func(fd uintptr) bool {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, fd, uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
+		if e != 0 || r == 0 {
+			return false
+		}
+		*n = int(r)
+		return true
+	}
+}

@@ -77,14 +77,7 @@ func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) err
 	}
 	evs := make([]unix.EpollEvent, 64)
 	var n int
-	wait := func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, fd, uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
-		if e != 0 || r == 0 {
-			return false
-		}
-		n = int(r)
-		return true
-	}
+	wait := epollWaiter(evs, &n)
 	lastCheck := now
 	for {
 		now = time.Now()
