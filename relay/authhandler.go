@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
+	"github.com/traverse/traverse/relay/peerpolicy"
 )
 
 // authenticate is pion's AuthHandler. pion calls it for Allocate and again
@@ -196,7 +197,7 @@ func quotaKey(username string, st *state) string {
 func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 	ip, ok := netip.AddrFromSlice(peer)
 	if !ok {
-		s.metrics.peerDenied.WithLabelValues(DenyBuiltin).Inc()
+		s.metrics.peerDenied.WithLabelValues(peerpolicy.DenyBuiltin).Inc()
 		return false
 	}
 	allowed, why := s.state.Load().peers.AllowIP(ip)

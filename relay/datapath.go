@@ -9,6 +9,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/traverse/traverse/relay/internal/frames"
+	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
 // The data path moves relayed UDP media without pion. Each shard is one
@@ -49,17 +52,17 @@ type shard struct {
 	ends map[uint64]endpoint // by registration id
 	next uint64
 
-	in *mmsgBatch // listener reads
+	in *sockio.MmsgBatch // listener reads
 	// Relay socket reads, with room for a header in front. Slots [0,
 	// sends.n) hold framed messages waiting in sends; the rest are free.
-	peer  *mmsgBatch
-	sends *sendQueue
+	peer  *sockio.MmsgBatch
+	sends *sockio.SendQueue
 	// Client datagrams of one listener batch on their way to peers, sent
 	// with one sendmmsg per relay socket before the batch is read over.
-	toPeers *sendQueue
+	toPeers *sockio.SendQueue
 	count   tally
 	out     [128]byte // a Binding response
-	txid    *txidSource
+	txid    *frames.TxidSource
 
 	done chan struct{}
 }
@@ -77,12 +80,7 @@ const maxEvents = 64
 
 // peerSlots is how many peer datagrams the shard holds: when fewer than a
 // batch are free it sends what it has queued.
-const peerSlots = 2 * batchSize
-
-// peerHeadroom fits the largest header the data path puts before a peer's
-// payload: a Data indication to an IPv6 peer (STUN header 20, XOR-PEER-
-// ADDRESS 4+20, DATA attribute header 4).
-const peerHeadroom = 48
+const peerSlots = 2 * sockio.BatchSize
 
 func newShard(s *Server, index int) (*shard, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -99,12 +97,12 @@ func newShard(s *Server, index int) (*shard, error) {
 		evs:   make([]unix.EpollEvent, maxEvents),
 		ends:  map[uint64]endpoint{},
 		next:  wakeID + 1,
-		in:    newMmsgBatch(0, batchSize),
-		peer:  newMmsgBatch(peerHeadroom, peerSlots),
-		sends: newSendQueue(peerSlots),
+		in:    sockio.NewMmsgBatch(0, sockio.BatchSize),
+		peer:  sockio.NewMmsgBatch(frames.Headroom, peerSlots),
+		sends: sockio.NewSendQueue(peerSlots),
 
-		toPeers: newSendQueue(batchSize),
-		txid:    newTxidSource(),
+		toPeers: sockio.NewSendQueue(sockio.BatchSize),
+		txid:    frames.NewTxidSource(),
 		done:    make(chan struct{}),
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
@@ -136,7 +134,7 @@ func eventID(ev *unix.EpollEvent) uint64 {
 }
 
 // add starts polling sock for ep and returns the registration id.
-func (sh *shard) add(sock *udpSocket, ep endpoint) (uint64, error) {
+func (sh *shard) add(sock *sockio.UDPSocket, ep endpoint) (uint64, error) {
 	sh.mu.Lock()
 	id := sh.next
 	sh.next++
@@ -144,9 +142,7 @@ func (sh *shard) add(sock *udpSocket, ep endpoint) (uint64, error) {
 	sh.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
 	setEventID(&ev, id)
-	sock.mu.RLock()
-	err := unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_ADD, sock.fd, &ev)
-	sock.mu.RUnlock()
+	err := sock.Control(func(fd int) error { return unix.EpollCtl(sh.epfd, unix.EPOLL_CTL_ADD, fd, &ev) })
 	if err != nil {
 		sh.forget(id)
 		return 0, os.NewSyscallError("epoll_ctl", err)
@@ -211,8 +207,8 @@ func (sh *shard) flush() {
 	// Counted before sent, so the counters are never behind what a client
 	// has seen.
 	sh.count.flush(sh.s.metrics)
-	if sh.sends.n > 0 {
-		if failed := sh.sends.flush(); failed > 0 {
+	if sh.sends.Len() > 0 {
+		if failed := sh.sends.Flush(); failed > 0 {
 			sh.s.metrics.sendErrors.Add(float64(failed))
 		}
 	}
@@ -249,34 +245,34 @@ func (sh *shard) stop() {
 // hand the rest to pion.
 func (u *udpListener) readable(sh *shard) {
 	b := sh.in
-	if !b.recv(u.sock, 0) {
+	if !b.Recv(u.sock, 0) {
 		return
 	}
-	for i := 0; i < b.n; i++ {
-		buf, n, src, ok := b.datagram(i)
+	for i := 0; i < b.Len(); i++ {
+		buf, n, src, ok := b.Datagram(i)
 		if !ok {
 			continue
 		}
 		p := buf[:n]
-		if isChannelData(p) {
+		if frames.IsChannelData(p) {
 			u.channelData(sh, p, src)
 			continue
 		}
-		switch stunType(p) {
-		case typeBindingReq:
+		switch frames.STUNType(p) {
+		case frames.TypeBindingRequest:
 			u.answerBinding(sh, p, src)
 			continue
-		case typeSendInd:
+		case frames.TypeSendIndication:
 			if u.sendIndication(sh, p, src) {
 				continue
 			}
 		}
 		u.inbox.put(p, u.addrOf(src))
 	}
-	if sh.toPeers.n > 0 {
+	if sh.toPeers.Len() > 0 {
 		sh.count.flush(sh.s.metrics)
-		sh.toPeers.group()
-		if failed := sh.toPeers.flush(); failed > 0 {
+		sh.toPeers.Group()
+		if failed := sh.toPeers.Flush(); failed > 0 {
 			sh.s.metrics.sendErrors.Add(float64(failed))
 		}
 	}
@@ -303,7 +299,7 @@ func (u *udpListener) channelData(sh *shard, p []byte, src netip.AddrPort) {
 // queueToPeer queues a client's datagram for its peer, if the relay's rules
 // let it through; an empty one (which has no buffer to point to) goes out
 // at once.
-func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *sockaddr) {
+func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *sockio.Sockaddr) {
 	if !rc.admit(p, peer, &sh.count) {
 		return
 	}
@@ -311,13 +307,13 @@ func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *s
 		_ = rc.send(p, sa)
 		return
 	}
-	sh.toPeers.add(p, rc.sock, sa)
+	sh.toPeers.Add(p, rc.sock, sa)
 }
 
 // sendIndication relays a client's Send indication to a permitted peer. It
 // returns false for one it cannot parse, which pion then refuses.
 func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bool {
-	peer, data, ok := parseSendIndication(p)
+	peer, data, ok := frames.ParseSendIndication(p)
 	if !ok {
 		return false
 	}
@@ -330,7 +326,7 @@ func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bo
 		u.s.metrics.unroutable.Inc()
 		return true
 	}
-	sa := makeSockaddr(peer, rc.sock.v6)
+	sa := sockio.MakeSockaddr(peer, rc.sock.V6())
 	sh.queueToPeer(rc, data, peer, &sa)
 	return true
 }
@@ -338,9 +334,9 @@ func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bo
 // answerBinding answers a Binding request with the client's reflexive
 // address, as pion does (XOR-MAPPED-ADDRESS and FINGERPRINT).
 func (u *udpListener) answerBinding(sh *shard, req []byte, src netip.AddrPort) {
-	resp := buildBindingSuccess(sh.out[:0], req, src)
-	sa := makeSockaddr(src, u.sock.v6)
-	if err := u.sock.sendto(resp, &sa); err != nil {
+	resp := frames.AppendBindingSuccess(sh.out[:0], req, src)
+	sa := sockio.MakeSockaddr(src, u.sock.V6())
+	if err := u.sock.SendTo(resp, &sa); err != nil {
 		u.s.metrics.sendErrors.Inc()
 	}
 }
@@ -354,7 +350,7 @@ func (u *udpListener) addrOf(src netip.AddrPort) *net.UDPAddr {
 	if len(u.addrs) >= maxCachedAddrs {
 		clear(u.addrs)
 	}
-	a := udpAddr(src)
+	a := sockio.UDPAddr(src)
 	u.addrs[src] = a
 	return a
 }
@@ -367,15 +363,15 @@ const maxCachedAddrs = 4096
 // all at its next flush.
 func (c *relayConn) readable(sh *shard) {
 	b := sh.peer
-	if peerSlots-sh.sends.n < batchSize {
+	if peerSlots-sh.sends.Len() < sockio.BatchSize {
 		sh.flush()
 	}
-	if !b.recv(c.sock, sh.sends.n) {
+	if !b.Recv(c.sock, sh.sends.Len()) {
 		return
 	}
 	rt := c.routes.Load()
-	for i := b.first; i < b.first+b.n; i++ {
-		buf, n, src, ok := b.datagram(i)
+	for i := b.First(); i < b.First()+b.Len(); i++ {
+		buf, n, src, ok := b.Datagram(i)
 		if !ok || !c.fromPeer(n, &sh.count) {
 			continue
 		}
@@ -384,7 +380,7 @@ func (c *relayConn) readable(sh *shard) {
 			// allocation there is no inbox, and nothing may be relayed
 			// yet anyway.
 			if q := c.inbox.Load(); q != nil {
-				q.put(buf[peerHeadroom:peerHeadroom+n], c.addrOf(src))
+				q.put(buf[frames.Headroom:frames.Headroom+n], c.addrOf(src))
 			} else {
 				c.s.metrics.unroutable.Inc()
 			}
@@ -392,9 +388,9 @@ func (c *relayConn) readable(sh *shard) {
 		}
 		var msg []byte
 		if num, ok := rt.byPeer[src]; ok {
-			msg = frameChannelData(buf, n, num) // padded, as a stream needs
+			msg = frames.ChannelData(buf, n, num) // padded, as a stream needs
 		} else if _, ok := rt.perms[src.Addr()]; ok {
-			msg = frameDataIndication(buf, n, src, sh.txid.next())
+			msg = frames.DataIndication(buf, n, src, sh.txid.Next())
 		} else {
 			c.s.metrics.unroutable.Inc()
 			continue
@@ -404,15 +400,15 @@ func (c *relayConn) readable(sh *shard) {
 			continue
 		}
 		// Keep the buffer out of the next recv until it is sent.
-		b.swap(i, sh.sends.n)
-		sh.sends.add(msg, rt.out, &rt.client)
+		b.Swap(i, sh.sends.Len())
+		sh.sends.Add(msg, rt.out, &rt.client)
 	}
 }
 
 // addrOf returns src as a *net.UDPAddr for pion, reusing the last one.
 func (c *relayConn) addrOf(src netip.AddrPort) *net.UDPAddr {
 	if c.lastSrc == nil || c.lastSrcAP != src {
-		c.lastSrc, c.lastSrcAP = udpAddr(src), src
+		c.lastSrc, c.lastSrcAP = sockio.UDPAddr(src), src
 	}
 	return c.lastSrc
 }
@@ -430,7 +426,7 @@ type inbox struct {
 }
 
 type inPacket struct {
-	b    [readBuffer]byte
+	b    [sockio.ReadBuffer]byte
 	n    int
 	addr *net.UDPAddr
 }

@@ -6,6 +6,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/traverse/traverse/relay/internal/frames"
+	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
 // TestDataPathFollowsPionState: the data path relays ChannelData both ways
@@ -46,7 +49,7 @@ func TestDataPathFollowsPionState(t *testing.T) {
 			if err != nil {
 				return ""
 			}
-			if isChannelData(buf[:n]) && binary.BigEndian.Uint16(buf[0:2]) == ch {
+			if frames.IsChannelData(buf[:n]) && binary.BigEndian.Uint16(buf[0:2]) == ch {
 				l := int(binary.BigEndian.Uint16(buf[2:4]))
 				if n%4 != 0 {
 					t.Errorf("ChannelData of %d bytes is not padded", n)
@@ -112,10 +115,10 @@ func TestDataPathDataIndication(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Send indication: client -> peer.
-	ind := make([]byte, peerHeadroom+readBuffer)
-	copy(ind[peerHeadroom:], "to peer")
-	msg := frameDataIndication(ind, 7, peerAP, [12]byte{9})
-	binary.BigEndian.PutUint16(msg[0:2], typeSendInd)
+	ind := make([]byte, frames.Headroom+sockio.ReadBuffer)
+	copy(ind[frames.Headroom:], "to peer")
+	msg := frames.DataIndication(ind, 7, peerAP, [12]byte{9})
+	binary.BigEndian.PutUint16(msg[0:2], frames.TypeSendIndication)
 	if _, err := c.Conn.WriteTo(msg, server); err != nil {
 		t.Fatal(err)
 	}
@@ -131,10 +134,10 @@ func TestDataPathDataIndication(t *testing.T) {
 	}
 	_ = c.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	n, _, err = c.Conn.ReadFrom(buf)
-	if err != nil || stunType(buf[:n]) != typeDataInd {
+	if err != nil || frames.STUNType(buf[:n]) != frames.TypeDataIndication {
 		t.Fatalf("client got %x (%v), want a Data indication", buf[:n], err)
 	}
-	got, data, ok := parseSendIndication(buf[:n])
+	got, data, ok := frames.ParseSendIndication(buf[:n])
 	if !ok || got != peerAP || !bytes.Equal(data, []byte("to client")) {
 		t.Fatalf("Data indication from %s with %q, want %s and \"to client\"", got, data, peerAP)
 	}

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"net"
 	"testing"
 	"time"
@@ -87,38 +86,6 @@ func answers(t *testing.T, c *net.UDPConn, req *stun.Message, want stun.MessageT
 		}
 	}
 	return false
-}
-
-// FuzzFrames: the data path's own STUN and ChannelData readers never panic,
-// and whatever they take as a Send indication pion/stun decodes the same.
-func FuzzFrames(f *testing.F) {
-	send := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
-		&xorPeer{frameAddrs[0]}, stun.RawAttribute{Type: stun.AttrData, Value: []byte("hi")})
-	f.Add(send.Raw)
-	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw)
-	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})
-	f.Fuzz(func(t *testing.T, p []byte) {
-		_ = isChannelData(p)
-		if stunType(p) != typeSendInd {
-			return
-		}
-		peer, data, ok := parseSendIndication(p)
-		m := &stun.Message{Raw: append([]byte(nil), p...)}
-		if err := m.Decode(); err != nil {
-			t.Fatalf("we took a message pion/stun refuses: %v", err)
-		}
-		if !ok {
-			return
-		}
-		want, err := m.Get(stun.AttrData)
-		if err != nil || !bytes.Equal(want, data) {
-			t.Fatalf("data %x, pion/stun %x (%v)", data, want, err)
-		}
-		var xa stun.XORMappedAddress
-		if err := xa.GetFromAs(m, stun.AttrXORPeerAddress); err != nil || xa.Port != int(peer.Port()) || !xa.IP.Equal(net.IP(peer.Addr().AsSlice())) {
-			t.Fatalf("peer %s, pion/stun %s (%v)", peer, xa, err)
-		}
-	})
 }
 
 // FuzzStreamTap: the TCP framing tap never panics and never hands on a frame

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/traverse/traverse/relay/internal/frames"
 )
 
 // With several TURN REST secrets the relay must hand pion the one key that
@@ -26,9 +28,6 @@ const (
 	signedTTL        = 10 * time.Second
 )
 
-// stunMagicCookie is RFC 8489's fixed header value.
-const stunMagicCookie = 0x2112A442
-
 // signedRequests holds the copies, by srcKey + "\x00" + username.
 type signedRequests struct {
 	m *boundedMap[[]byte]
@@ -38,19 +37,9 @@ func newSignedRequests() signedRequests {
 	return signedRequests{m: newBoundedMap[[]byte](maxSignedPending, signedPerSource, signedTTL)}
 }
 
-// isSignedRequest is a cheap look at a datagram: a STUN request (not an
-// indication or response) long enough to carry attributes.
-func isSignedRequest(b []byte) bool {
-	if len(b) < 20+24 || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
-		return false
-	}
-	t := binary.BigEndian.Uint16(b[0:2])
-	return t&0x0110 == 0 // class bits C1 C0 = 00: request
-}
-
 // observe copies a signed request from src so the AuthHandler can find it.
 func (r *signedRequests) observe(src string, b []byte) {
-	if !isSignedRequest(b) {
+	if !frames.IsSignedRequest(b) {
 		return
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}

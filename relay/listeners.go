@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/traverse/traverse/relay/internal/frames"
+	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
 const (
@@ -65,7 +68,7 @@ func network(base, addr string) (string, error) {
 // listenUDP binds n SO_REUSEPORT sockets on addr, so the kernel spreads
 // clients over the n data-path shards. With port 0 the first socket picks
 // the port and the rest join it.
-func listenUDP(addr string, n int) ([]*udpSocket, error) {
+func listenUDP(addr string, n int) ([]*sockio.UDPSocket, error) {
 	nw, err := network("udp", addr)
 	if err != nil {
 		return nil, err
@@ -75,17 +78,17 @@ func listenUDP(addr string, n int) ([]*udpSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
-	var socks []*udpSocket
+	var socks []*sockio.UDPSocket
 	for i := 0; i < n; i++ {
-		u, err := openUDP(nw, net.ParseIP(host), port, true, listenerSocketBuffer, listenerSocketBuffer)
+		u, err := sockio.Open(nw, net.ParseIP(host), port, true, listenerSocketBuffer, listenerSocketBuffer)
 		if err != nil {
 			for _, u := range socks {
-				_ = u.close()
+				_ = u.Close()
 			}
 			return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 		}
 		socks = append(socks, u)
-		port = u.local.Port
+		port = u.LocalAddr().Port
 	}
 	return socks, nil
 }
@@ -110,7 +113,7 @@ func listenTCP(addr string) (net.Listener, error) {
 // request for the AuthHandler.
 type udpListener struct {
 	s       *Server
-	sock    *udpSocket
+	sock    *sockio.UDPSocket
 	localAP netip.AddrPort
 	inbox   *inbox
 	replies *replyBatch
@@ -126,7 +129,7 @@ type udpListener struct {
 type replyBatch struct {
 	mu      sync.Mutex
 	waiting bool // pion's read loop is waiting for a request
-	q       *sendQueue
+	q       *sockio.SendQueue
 	bufs    [][]byte
 	failed  func(n int)
 }
@@ -135,16 +138,16 @@ type replyBatch struct {
 const replyBatchSize = 16
 
 func newReplyBatch(failed func(n int)) *replyBatch {
-	r := &replyBatch{q: newSendQueue(replyBatchSize), bufs: make([][]byte, replyBatchSize), failed: failed}
+	r := &replyBatch{q: sockio.NewSendQueue(replyBatchSize), bufs: make([][]byte, replyBatchSize), failed: failed}
 	for i := range r.bufs {
-		r.bufs[i] = make([]byte, readBuffer)
+		r.bufs[i] = make([]byte, sockio.ReadBuffer)
 	}
 	return r
 }
 
 // add queues a copy of p for to; false means send it now instead.
-func (r *replyBatch) add(p []byte, via *udpSocket, to *sockaddr) bool {
-	if len(p) == 0 || len(p) > readBuffer {
+func (r *replyBatch) add(p []byte, via *sockio.UDPSocket, to *sockio.Sockaddr) bool {
+	if len(p) == 0 || len(p) > sockio.ReadBuffer {
 		return false
 	}
 	r.mu.Lock()
@@ -152,12 +155,12 @@ func (r *replyBatch) add(p []byte, via *udpSocket, to *sockaddr) bool {
 	if r.waiting {
 		return false
 	}
-	if r.q.n == replyBatchSize {
+	if r.q.Len() == replyBatchSize {
 		r.flushLocked()
 	}
-	b := r.bufs[r.q.n][:len(p)]
+	b := r.bufs[r.q.Len()][:len(p)]
 	copy(b, p)
-	r.q.add(b, via, to)
+	r.q.Add(b, via, to)
 	return true
 }
 
@@ -177,10 +180,10 @@ func (r *replyBatch) busy() {
 }
 
 func (r *replyBatch) flushLocked() {
-	if r.q.n == 0 {
+	if r.q.Len() == 0 {
 		return
 	}
-	if n := r.q.flush(); n > 0 {
+	if n := r.q.Flush(); n > 0 {
 		r.failed(n)
 	}
 }
@@ -188,8 +191,8 @@ func (r *replyBatch) flushLocked() {
 // listenerInbox is how many datagrams may wait for pion's read loop.
 const listenerInbox = 1024
 
-func newUDPListener(s *Server, sock *udpSocket) *udpListener {
-	return &udpListener{s: s, sock: sock, localAP: addrPort(sock.local),
+func newUDPListener(s *Server, sock *sockio.UDPSocket) *udpListener {
+	return &udpListener{s: s, sock: sock, localAP: addrPort(sock.LocalAddr()),
 		inbox: newInbox(listenerInbox, s.metrics.inboxDrops), addrs: map[netip.AddrPort]*net.UDPAddr{},
 		replies: newReplyBatch(func(n int) { s.metrics.sendErrors.Add(float64(n)) })}
 }
@@ -214,14 +217,14 @@ func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, fmt.Errorf("relay: unexpected client address type %T", addr)
 	}
 	n := len(p)
-	if isErrorResponse(p) {
+	if frames.IsErrorResponse(p) {
 		p = u.s.unauthorized(p, srcKey(addr))
 	}
-	sa := makeSockaddr(ua.AddrPort(), u.sock.v6)
+	sa := sockio.MakeSockaddr(ua.AddrPort(), u.sock.V6())
 	if u.replies.add(p, u.sock, &sa) {
 		return n, nil
 	}
-	if err := u.sock.sendto(p, &sa); err != nil {
+	if err := u.sock.SendTo(p, &sa); err != nil {
 		return 0, err
 	}
 	return n, nil
@@ -229,14 +232,14 @@ func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 
 func (u *udpListener) Close() error {
 	u.inbox.close()
-	err := u.sock.close()
+	err := u.sock.Close()
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
-func (u *udpListener) LocalAddr() net.Addr { return u.sock.local }
+func (u *udpListener) LocalAddr() net.Addr { return u.sock.LocalAddr() }
 
 // Deadlines are not used by pion on its packet conns; reads end with Close.
 func (u *udpListener) SetDeadline(time.Time) error      { return nil }
@@ -490,7 +493,7 @@ func (c *streamConn) Read(b []byte) (int, error) {
 // client; it never waits for the client.
 func (c *streamConn) Write(b []byte) (int, error) {
 	n := len(b)
-	if isErrorResponse(b) {
+	if frames.IsErrorResponse(b) {
 		b = c.s.unauthorized(b, c.key)
 	}
 	if err := c.out.queueAnswer(b); err != nil {

@@ -1,6 +1,10 @@
 package relay
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/traverse/traverse/relay/peerpolicy"
+)
 
 // Auth results, used as the "result" label; pre-created so dashboards show zeros.
 const (
@@ -116,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range authResults {
 		m.auth.WithLabelValues(r)
 	}
-	for _, r := range []string{DenyBuiltin, DenyConfig, DenySelf} {
+	for _, r := range []string{peerpolicy.DenyBuiltin, peerpolicy.DenyConfig, peerpolicy.DenySelf} {
 		m.peerDenied.WithLabelValues(r)
 	}
 	for _, q := range []string{"per_user", "per_account", "total", "draining"} {
@@ -134,7 +138,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.bytesToPeer, m.bytesFromPeer = m.bytes.WithLabelValues(dirToPeer), m.bytes.WithLabelValues(dirFromPeer)
 	m.packetsToPeer, m.packetsFromPeer = m.packets.WithLabelValues(dirToPeer), m.packets.WithLabelValues(dirFromPeer)
 	m.droppedToPeer, m.droppedFromPeer = m.bandwidthDropped.WithLabelValues(dirToPeer), m.bandwidthDropped.WithLabelValues(dirFromPeer)
-	m.selfDenied = m.peerDenied.WithLabelValues(DenySelf)
+	m.selfDenied = m.peerDenied.WithLabelValues(peerpolicy.DenySelf)
 	m.createdUDP, m.createdTCP = m.allocationsCreated.WithLabelValues("udp"), m.allocationsCreated.WithLabelValues("tcp")
 	m.authOK = m.auth.WithLabelValues(AuthOK)
 	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")

@@ -2,12 +2,13 @@ package relay
 
 import (
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"sync"
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/traverse/traverse/relay/internal/frames"
 )
 
 // pion/turn v4 answers a refused credential with an unsigned 400 Bad
@@ -101,20 +102,13 @@ func (n *nonces) forClient(key string, now time.Time) string {
 	return hex.EncodeToString(b)
 }
 
-// isErrorResponse is a cheap look at an outgoing datagram: a STUN error
-// response (class bits C1 C0 = 11).
-func isErrorResponse(b []byte) bool {
-	return len(b) >= 20 && b[0]&0xC0 == 0 && binary.BigEndian.Uint16(b[0:2])&0x0110 == 0x0110 &&
-		binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie
-}
-
 // unauthorized turns pion's 400 for a refused request into the answer RFC
 // 8656 gives: 401 with REALM and NONCE for bad credentials; for a client
 // that holds an allocation made under another username, 437 Allocation
 // Mismatch to an Allocate (it should retry from another port) and 441 Wrong
 // Credentials to anything else. Other responses are returned as they are.
 func (s *Server) unauthorized(b []byte, key string) []byte {
-	if !isErrorResponse(b) {
+	if !frames.IsErrorResponse(b) {
 		return b
 	}
 	now := time.Now()

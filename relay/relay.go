@@ -27,6 +27,8 @@ import (
 	"github.com/traverse/traverse/auth"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/internal/keyrate"
+	"github.com/traverse/traverse/relay/internal/portpool"
+	"github.com/traverse/traverse/relay/peerpolicy"
 )
 
 // Options are what New needs beyond the config.
@@ -63,7 +65,7 @@ type state struct {
 	userKeys     map[string][]byte // static user -> long-term key
 	policy       auth.Policy
 	strictExpiry bool
-	peers        *PeerPolicy
+	peers        *peerpolicy.Policy
 	quotaPerUser int
 	quotaTotal   int
 	quotaAccount int
@@ -79,11 +81,11 @@ type Server struct {
 	realm   string
 	ports   config.PortRange
 	// portPool hands out the relay ports.
-	portPool *portPool
+	portPool *portpool.Pool
 	bindIP   net.IP
 	// publicIP is advertised in XOR-RELAYED-ADDRESS.
 	publicIP net.IP
-	self     SelfAddrs
+	self     peerpolicy.SelfAddrs
 
 	state       atomic.Pointer[state]
 	multiSecret atomic.Bool
@@ -148,7 +150,7 @@ func New(opts Options) (_ *Server, err error) {
 		realm:   cfg.Realm,
 		ports:   cfg.Relay.Ports,
 
-		portPool:  newPortPool(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
+		portPool:  portpool.New(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
 		bindIP:    net.ParseIP(cfg.Relay.BindIP),
 		allocs:    newAllocTable(),
 		signed:    newSignedRequests(),
@@ -206,7 +208,7 @@ func New(opts Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		local := socks[0].local
+		local := socks[0].LocalAddr()
 		for i, sock := range socks {
 			ul := newUDPListener(s, sock)
 			s.closers = append(s.closers, ul.Close)
@@ -240,7 +242,7 @@ func New(opts Options) (_ *Server, err error) {
 	}
 
 	// Our own sockets, which the peer policy refuses as destinations.
-	s.self = SelfAddrs{Listeners: append([]netip.AddrPort(nil), opts.AdminAddrs...), HostIPs: hostIPs(pub)}
+	s.self = peerpolicy.SelfAddrs{Listeners: append([]netip.AddrPort(nil), opts.AdminAddrs...), HostIPs: hostIPs(pub)}
 	for _, group := range [][]net.Addr{s.addrs.UDP, s.addrs.TCP, s.addrs.TLS} {
 		for _, a := range group {
 			s.self.Listeners = append(s.self.Listeners, addrPort(a))
@@ -297,7 +299,7 @@ func New(opts Options) (_ *Server, err error) {
 
 // buildState turns the reloadable part of cfg into a state.
 func (s *Server) buildState(cfg config.Config, gen uint64) (*state, error) {
-	peers, err := NewPeerPolicy(cfg.Relay.Peers, s.self)
+	peers, err := peerpolicy.New(cfg.Relay.Peers, s.self)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
 // relaySocketBuffer is the receive buffer asked for on each relay socket.
@@ -35,13 +37,13 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 	lo, hi := s.ports.Min, s.ports.Max
 	try := func(port int) (net.PacketConn, net.Addr, error) {
 		// Room for a burst from the peer: kernel memory, used only when filled.
-		sock, err := openUDP(network, s.bindIP, port, false, relaySocketBuffer, 0)
+		sock, err := sockio.Open(network, s.bindIP, port, false, relaySocketBuffer, 0)
 		if err != nil {
 			return nil, nil, err
 		}
 		rc, err := s.newRelayConn(sock)
 		if err != nil {
-			_ = sock.close()
+			_ = sock.Close()
 			return nil, nil, err
 		}
 		return rc, rc.advertised, nil
@@ -54,7 +56,7 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 	}
 	lastErr := errors.New("all in use")
 	for i := 0; i < 64; i++ {
-		port, ok := s.portPool.get()
+		port, ok := s.portPool.Get()
 		if !ok {
 			break
 		}
@@ -64,10 +66,10 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 		}
 		lastErr = err
 		if !errors.Is(err, syscall.EADDRINUSE) {
-			s.portPool.put(port) // failing for another reason: back to the end
+			s.portPool.Put(port) // failing for another reason: back to the end
 			break
 		}
-		s.portPool.putBusy(port) // another socket holds it: try the next
+		s.portPool.PutBusy(port) // another socket holds it: try the next
 
 	}
 	return nil, nil, fmt.Errorf("no free relay port in %d-%d: %w", lo, hi, lastErr)
@@ -80,7 +82,7 @@ func (g addressGenerator) AllocatePacketConn(network string, requestedPort int) 
 // peer); the shard does the same for a UDP client (queueToPeer), with the same rules (admit).
 type relayConn struct {
 	s          *Server
-	sock       *udpSocket
+	sock       *sockio.UDPSocket
 	sh         *shard
 	id         uint64 // the shard's registration
 	advertised *net.UDPAddr
@@ -137,8 +139,8 @@ func (c *relayConn) inboxFor(size int) *inbox {
 	return c.inbox.Load()
 }
 
-func (s *Server) newRelayConn(sock *udpSocket) (*relayConn, error) {
-	rc := &relayConn{s: s, sock: sock, advertised: &net.UDPAddr{IP: s.publicIP, Port: sock.local.Port}}
+func (s *Server) newRelayConn(sock *sockio.UDPSocket) (*relayConn, error) {
+	rc := &relayConn{s: s, sock: sock, advertised: &net.UDPAddr{IP: s.publicIP, Port: sock.LocalAddr().Port}}
 	rc.key = addrPort(rc.advertised)
 	rc.routes.Store(noRoutes)
 	if bw := s.state.Load().bandwidth; bw > 0 {
@@ -187,7 +189,7 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, fmt.Errorf("relay: unexpected peer address type %T", addr)
 	}
 	peer := ua.AddrPort()
-	sa := makeSockaddr(peer, c.sock.v6)
+	sa := sockio.MakeSockaddr(peer, c.sock.V6())
 	var t tally
 	if !c.admit(p, peer, &t) {
 		return len(p), nil // dropped by policy or cap: UDP promises no more
@@ -200,8 +202,8 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 // send sends an admitted datagram to a peer at once.
-func (c *relayConn) send(p []byte, sa *sockaddr) error {
-	if err := c.sock.sendto(p, sa); err != nil {
+func (c *relayConn) send(p []byte, sa *sockio.Sockaddr) error {
+	if err := c.sock.SendTo(p, sa); err != nil {
 		c.s.metrics.sendErrors.Inc()
 		return err
 	}
@@ -242,7 +244,7 @@ func (c *relayConn) peerAllowed(ap netip.AddrPort) bool {
 	return ok
 }
 
-func (c *relayConn) LocalAddr() net.Addr { return c.sock.local }
+func (c *relayConn) LocalAddr() net.Addr { return c.sock.LocalAddr() }
 
 // Deadlines are not used by pion on relay sockets; reads end with Close.
 func (c *relayConn) SetDeadline(time.Time) error      { return nil }
@@ -263,9 +265,9 @@ func (c *relayConn) Close() error {
 		}
 		c.inbox.CompareAndSwap(nil, closedInbox)
 		c.inbox.Load().close()
-		c.closeErr = c.sock.close()
+		c.closeErr = c.sock.Close()
 		c.sh.forget(c.id)
-		c.s.portPool.put(c.sock.local.Port)
+		c.s.portPool.Put(c.sock.LocalAddr().Port)
 	})
 	return c.closeErr
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
 // relayRoutes is what the data path knows of one allocation: where its UDP
@@ -15,8 +17,8 @@ import (
 type relayRoutes struct {
 	// out and client are set for a client on a UDP listener: the data path
 	// sends peers' datagrams to client from out.
-	out      *udpSocket
-	client   sockaddr
+	out      *sockio.UDPSocket
+	client   sockio.Sockaddr
 	clientAP netip.AddrPort
 	localAP  netip.AddrPort
 	// stream is set for a TCP or TLS client: the data path queues peers'
@@ -33,7 +35,7 @@ var noRoutes = &relayRoutes{}
 
 type channelRoute struct {
 	peer netip.AddrPort
-	sa   sockaddr
+	sa   sockio.Sockaddr
 }
 
 // update applies f to a copy of the routes and publishes it.
@@ -121,7 +123,7 @@ func (s *Server) routeClient(src, dst net.Addr, relayAddr net.Addr) {
 		return
 	}
 	rc.update(func(r *relayRoutes) {
-		r.out, r.client, r.clientAP, r.localAP = out, makeSockaddr(client, out.v6), client, local
+		r.out, r.client, r.clientAP, r.localAP = out, sockio.MakeSockaddr(client, out.V6()), client, local
 	})
 	s.routes.mu.Lock()
 	s.routes.m[clientKey{client, local}] = rc
@@ -131,7 +133,7 @@ func (s *Server) routeClient(src, dst net.Addr, relayAddr net.Addr) {
 // listenerSocket picks a socket bound to local to send to clients from: any
 // of a SO_REUSEPORT group sends from the same address; the shard's own one
 // keeps the work on one core.
-func (s *Server) listenerSocket(local netip.AddrPort, shard int) *udpSocket {
+func (s *Server) listenerSocket(local netip.AddrPort, shard int) *sockio.UDPSocket {
 	group := s.udpGroups[local]
 	if len(group) == 0 {
 		return nil
@@ -200,7 +202,7 @@ func (s *Server) setChannel(relayAddr, peer net.Addr, number uint16, on bool) {
 		if r.channels == nil {
 			r.channels, r.byPeer = map[uint16]channelRoute{}, map[netip.AddrPort]uint16{}
 		}
-		r.channels[number] = channelRoute{peer: ap, sa: makeSockaddr(ap, rc.sock.v6)}
+		r.channels[number] = channelRoute{peer: ap, sa: sockio.MakeSockaddr(ap, rc.sock.V6())}
 		r.byPeer[ap] = number
 	})
 }

@@ -1,4 +1,10 @@
-package relay
+// Package frames reads and writes the few STUN and TURN frames the relay's
+// data path handles itself, byte for byte as pion reads and writes them (RFC
+// 8489, RFC 8656): ChannelData, Send and Data indications, Binding success
+// responses, and cheap looks at a datagram's kind. Everything else is parsed
+// by pion. It is pure (no I/O, no state but a transaction ID source) and
+// must import nothing of traverse's.
+package frames
 
 import (
 	"crypto/rand"
@@ -8,17 +14,23 @@ import (
 	"net/netip"
 )
 
-// The few STUN and TURN frames the data path reads and writes itself, byte
-// for byte as pion reads and writes them (RFC 8489, RFC 8656). Everything
-// else is parsed by pion.
+// STUN message types the data path tells apart.
+const (
+	TypeBindingRequest = 0x0001
+	TypeSendIndication = 0x0016
+	TypeDataIndication = 0x0017
+)
+
+// Headroom fits the largest header the data path puts before a peer's
+// payload: a Data indication to an IPv6 peer (STUN header 20, XOR-PEER-
+// ADDRESS 4+20, DATA attribute header 4). ChannelData and DataIndication
+// write their header into the Headroom bytes in front of the payload.
+const Headroom = 48
 
 const (
 	stunHeaderSize  = 20
 	magicCookie     = 0x2112A442
-	typeBindingReq  = 0x0001
 	typeBindingOK   = 0x0101
-	typeSendInd     = 0x0016
-	typeDataInd     = 0x0017
 	attrXORMapped   = 0x0020
 	attrXORPeer     = 0x0012
 	attrData        = 0x0013
@@ -26,18 +38,18 @@ const (
 	fingerprintXOR  = 0x5354554e
 )
 
-// isChannelData reports a ChannelData message: a channel number in pion's
+// IsChannelData reports a ChannelData message: a channel number in pion's
 // range 0x4000-0x7FFF and a length that fits the datagram.
-func isChannelData(p []byte) bool {
+func IsChannelData(p []byte) bool {
 	if len(p) < 4 || p[0] < 0x40 || p[0] > 0x7F {
 		return false
 	}
 	return int(binary.BigEndian.Uint16(p[2:4])) <= len(p)-4
 }
 
-// stunType returns a STUN message's type when p is a whole, well-formed
+// STUNType returns a STUN message's type when p is a whole, well-formed
 // STUN message (header, cookie, length, attributes within bounds), else 0.
-func stunType(p []byte) uint16 {
+func STUNType(p []byte) uint16 {
 	if len(p) < stunHeaderSize || p[0]&0xC0 != 0 || binary.BigEndian.Uint32(p[4:8]) != magicCookie {
 		return 0
 	}
@@ -65,10 +77,10 @@ func putAttrHeader(b []byte, t, l int) {
 	binary.BigEndian.PutUint16(b[2:], uint16(l))
 }
 
-// parseSendIndication returns a well-formed Send indication's first
+// ParseSendIndication returns a well-formed Send indication's first
 // XOR-PEER-ADDRESS and DATA, as pion takes them. p must have passed
-// stunType, which bounds every attribute.
-func parseSendIndication(p []byte) (peer netip.AddrPort, data []byte, ok bool) {
+// STUNType, which bounds every attribute.
+func ParseSendIndication(p []byte) (peer netip.AddrPort, data []byte, ok bool) {
 	var havePeer, haveData bool
 	for off := stunHeaderSize; off+4 <= len(p); {
 		t := binary.BigEndian.Uint16(p[off : off+2])
@@ -140,9 +152,9 @@ func appendXORAddress(b []byte, t int, ap netip.AddrPort, txid []byte) []byte {
 	return b
 }
 
-// buildBindingSuccess appends to b the answer to the Binding request req
+// AppendBindingSuccess appends to b the answer to the Binding request req
 // from src: XOR-MAPPED-ADDRESS then FINGERPRINT, as pion builds it.
-func buildBindingSuccess(b, req []byte, src netip.AddrPort) []byte {
+func AppendBindingSuccess(b, req []byte, src netip.AddrPort) []byte {
 	txid := txidOf(req)
 	b = append(b, 0, 0, 0, 0, 0x21, 0x12, 0xA4, 0x42)
 	binary.BigEndian.PutUint16(b[0:2], typeBindingOK)
@@ -157,51 +169,70 @@ func buildBindingSuccess(b, req []byte, src netip.AddrPort) []byte {
 	return append(b, f[:]...)
 }
 
-// frameChannelData puts a ChannelData header for channel num in front of the
-// n-byte payload at buf[peerHeadroom:], pads it to 4 bytes as pion does, and
+// ChannelData puts a ChannelData header for channel num in front of the
+// n-byte payload at buf[Headroom:], pads it to 4 bytes as pion does, and
 // returns the message.
-func frameChannelData(buf []byte, n int, num uint16) []byte {
-	start := peerHeadroom - 4
+func ChannelData(buf []byte, n int, num uint16) []byte {
+	start := Headroom - 4
 	binary.BigEndian.PutUint16(buf[start:], num)
 	binary.BigEndian.PutUint16(buf[start+2:], uint16(n))
-	end := peerHeadroom + padded(n)
-	clear(buf[peerHeadroom+n : end])
+	end := Headroom + padded(n)
+	clear(buf[Headroom+n : end])
 	return buf[start:end]
 }
 
-// frameDataIndication puts a Data indication header (XOR-PEER-ADDRESS, then
-// the DATA attribute) in front of the n-byte payload at buf[peerHeadroom:].
-func frameDataIndication(buf []byte, n int, peer netip.AddrPort, txid [12]byte) []byte {
+// DataIndication puts a Data indication header (XOR-PEER-ADDRESS, then
+// the DATA attribute) in front of the n-byte payload at buf[Headroom:].
+func DataIndication(buf []byte, n int, peer netip.AddrPort, txid [12]byte) []byte {
 	addrSize := 8
 	if peer.Addr().Unmap().Is6() {
 		addrSize = 20
 	}
-	start := peerHeadroom - 4 - (4 + addrSize) - stunHeaderSize
-	h := buf[start:start:peerHeadroom]
+	start := Headroom - 4 - (4 + addrSize) - stunHeaderSize
+	h := buf[start:start:Headroom]
 	h = append(h, 0, 0, 0, 0, 0x21, 0x12, 0xA4, 0x42)
-	binary.BigEndian.PutUint16(h[0:2], typeDataInd)
+	binary.BigEndian.PutUint16(h[0:2], TypeDataIndication)
 	h = append(h, txid[:]...)
 	h = appendXORAddress(h, attrXORPeer, peer, txid[:])
 	h = h[:len(h)+4]
 	putAttrHeader(h[len(h)-4:], attrData, n)
-	end := peerHeadroom + padded(n)
-	clear(buf[peerHeadroom+n : end])
+	end := Headroom + padded(n)
+	clear(buf[Headroom+n : end])
 	binary.BigEndian.PutUint16(buf[start+2:], uint16(end-start-stunHeaderSize))
 	return buf[start:end]
 }
 
-// txidSource makes transaction IDs for Data indications: unpredictable
+// TxidSource makes transaction IDs for Data indications: unpredictable
 // (seeded from crypto/rand) without a system call per message.
-type txidSource struct{ r *mrand.ChaCha8 }
+type TxidSource struct{ r *mrand.ChaCha8 }
 
-func newTxidSource() *txidSource {
+// NewTxidSource seeds a source from crypto/rand.
+func NewTxidSource() *TxidSource {
 	var seed [32]byte
 	_, _ = rand.Read(seed[:])
-	return &txidSource{r: mrand.NewChaCha8(seed)}
+	return &TxidSource{r: mrand.NewChaCha8(seed)}
 }
 
-func (t *txidSource) next() [12]byte {
+// Next returns a fresh transaction ID.
+func (t *TxidSource) Next() [12]byte {
 	var id [12]byte
 	_, _ = t.r.Read(id[:])
 	return id
+}
+
+// IsErrorResponse is a cheap look at an outgoing datagram: a STUN error
+// response (class bits C1 C0 = 11).
+func IsErrorResponse(b []byte) bool {
+	return len(b) >= stunHeaderSize && b[0]&0xC0 == 0 && binary.BigEndian.Uint16(b[0:2])&0x0110 == 0x0110 &&
+		binary.BigEndian.Uint32(b[4:8]) == magicCookie
+}
+
+// IsSignedRequest is a cheap look at a datagram: a STUN request (not an
+// indication or response) long enough to carry attributes.
+func IsSignedRequest(b []byte) bool {
+	if len(b) < stunHeaderSize+24 || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		return false
+	}
+	t := binary.BigEndian.Uint16(b[0:2])
+	return t&0x0110 == 0 // class bits C1 C0 = 00: request
 }

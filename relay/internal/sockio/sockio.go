@@ -1,4 +1,9 @@
-package relay
+// Package sockio is the relay's raw UDP socket layer: sockets kept outside
+// Go's netpoller, read with recvmmsg into batches and written with sendto and
+// sendmmsg, every call a raw non-blocking system call. It knows nothing of
+// STUN, TURN or allocations: it must import nothing of traverse's, and
+// nothing above it (the relay's data path) may be imported here.
+package sockio
 
 import (
 	"encoding/binary"
@@ -13,13 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// udpSocket is a UDP socket kept outside Go's netpoller. The data path
-// (datapath.go) waits on it with its own epoll set and does every read and
+// UDPSocket is a UDP socket kept outside Go's netpoller. The relay's data
+// path waits on it with its own epoll set and does every read and
 // write with a raw, non-blocking system call: a socket that were also in the
 // netpoller would wake the runtime on every datagram for nothing, and Go's
 // blocking I/O path enters the runtime's syscall state per packet, which
 // wakes its monitor thread (sysmon) from its idle sleep.
-type udpSocket struct {
+type UDPSocket struct {
 	// mu is held shared around every system call on fd and whole by close,
 	// so a descriptor number is never reused under a call in flight.
 	mu    sync.RWMutex
@@ -28,13 +33,13 @@ type udpSocket struct {
 	local *net.UDPAddr
 }
 
-// openUDP binds a non-blocking UDP socket. network is "udp4" or "udp6" (an
+// Open binds a non-blocking UDP socket. network is "udp4" or "udp6" (an
 // IPv6 socket takes IPv6 only, as Go's net package does). Every call is a
 // raw system call: none of them blocks, and Go's own path marks the thread
 // as in a system call, which on a busy host lets the runtime's monitor hand
 // its P to another thread whenever the kernel is slow to return (an
 // allocation makes three or four of these).
-func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf int) (*udpSocket, error) {
+func Open(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf int) (*UDPSocket, error) {
 	v6 := network == "udp6"
 	family := unix.AF_INET
 	if v6 {
@@ -44,7 +49,7 @@ func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	fail := func(op string, err error) (*udpSocket, error) {
+	fail := func(op string, err error) (*UDPSocket, error) {
 		rawClose(fd)
 		return nil, os.NewSyscallError(op, err)
 	}
@@ -81,11 +86,11 @@ func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf
 		}
 		bindTo = netip.AddrFrom4([4]byte(ip4))
 	}
-	sa := makeSockaddr(netip.AddrPortFrom(bindTo, uint16(port)), v6)
+	sa := MakeSockaddr(netip.AddrPortFrom(bindTo, uint16(port)), v6)
 	if _, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa.b[0])), uintptr(sa.n)); e != 0 {
 		return fail("bind", e)
 	}
-	u := &udpSocket{fd: fd, v6: v6}
+	u := &UDPSocket{fd: fd, v6: v6}
 	if port != 0 {
 		// The address is the one asked for; a relay socket saves a call.
 		ip16 := net.IPv6zero
@@ -111,6 +116,24 @@ func openUDP(network string, ip net.IP, port int, reusePort bool, rcvbuf, sndbuf
 	return u, nil
 }
 
+// V6 reports an IPv6 socket (whose destinations MakeSockaddr encodes as
+// sockaddr_in6).
+func (u *UDPSocket) V6() bool { return u.v6 }
+
+// LocalAddr is the address the socket is bound to.
+func (u *UDPSocket) LocalAddr() *net.UDPAddr { return u.local }
+
+// Control calls f with the descriptor while no Close can run, as
+// syscall.RawConn's Control does; it fails with net.ErrClosed after Close.
+func (u *UDPSocket) Control(f func(fd int) error) error {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if u.fd < 0 {
+		return net.ErrClosed
+	}
+	return f(u.fd)
+}
+
 func rawSetsockoptInt(fd, level, opt, value int) error {
 	v := int32(value)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
@@ -129,9 +152,9 @@ func rawClose(fd int) error {
 	return nil
 }
 
-// close closes the descriptor once no call is using it; further calls fail
+// Close closes the descriptor once no call is using it; further calls fail
 // with net.ErrClosed.
-func (u *udpSocket) close() error {
+func (u *UDPSocket) Close() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.fd < 0 {
@@ -142,9 +165,9 @@ func (u *udpSocket) close() error {
 	return err
 }
 
-// sendto sends p to the encoded address. A full send buffer (EAGAIN) drops
+// SendTo sends p to the encoded address. A full send buffer (EAGAIN) drops
 // the datagram and says so; UDP promises no more.
-func (u *udpSocket) sendto(p []byte, to *sockaddr) error {
+func (u *UDPSocket) SendTo(p []byte, to *Sockaddr) error {
 	if to.n == 0 {
 		return errBadFamily
 	}
@@ -172,21 +195,20 @@ func (u *udpSocket) sendto(p []byte, to *sockaddr) error {
 	}
 }
 
-var (
-	errBadSockaddr = errors.New("relay: unexpected socket address family")
-	errBadFamily   = errors.New("relay: address family does not match the socket")
-)
+var errBadFamily = errors.New("relay: address family does not match the socket")
 
-// sockaddr is a destination encoded once for sendto: a sockaddr_in for an
+// Sockaddr is a destination encoded once for sendto: a sockaddr_in for an
 // IPv4 socket, a sockaddr_in6 for an IPv6 one (IPv4 as mapped addresses). n
 // is 0 when the address cannot be reached from that kind of socket.
-type sockaddr struct {
+type Sockaddr struct {
 	b [unix.SizeofSockaddrInet6]byte
 	n uint32
 }
 
-func makeSockaddr(ap netip.AddrPort, v6 bool) sockaddr {
-	var sa sockaddr
+// MakeSockaddr encodes ap for a socket of the given family (v6: an IPv6
+// socket); the result's length is 0 when such a socket cannot reach ap.
+func MakeSockaddr(ap netip.AddrPort, v6 bool) Sockaddr {
+	var sa Sockaddr
 	a := ap.Addr()
 	if !v6 {
 		a = a.Unmap()
@@ -219,18 +241,18 @@ func decodeSockaddr(b []byte) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// udpAddr builds a *net.UDPAddr with a 16-byte IP: pion calls IP.To16 on
+// UDPAddr builds a *net.UDPAddr with a 16-byte IP: pion calls IP.To16 on
 // every packet's address, which allocates for the 4-byte form.
-func udpAddr(ap netip.AddrPort) *net.UDPAddr {
+func UDPAddr(ap netip.AddrPort) *net.UDPAddr {
 	a16 := ap.Addr().As16()
 	return &net.UDPAddr{IP: net.IP(a16[:]), Port: int(ap.Port())}
 }
 
-// mmsgBatch receives datagrams with recvmmsg into its slots. Each buffer
+// MmsgBatch receives datagrams with recvmmsg into its slots. Each buffer
 // keeps headroom bytes in front of the datagram, so the data path can put a
 // ChannelData or Data indication header before a peer's payload without
 // copying it.
-type mmsgBatch struct {
+type MmsgBatch struct {
 	hdrs     []unix.Mmsghdr
 	iovs     []unix.Iovec
 	names    [][unix.SizeofSockaddrInet6]byte
@@ -240,17 +262,19 @@ type mmsgBatch struct {
 	first    int
 }
 
-// batchSize is how many datagrams one recvmmsg may return. Under load one
+// BatchSize is how many datagrams one recvmmsg may return. Under load one
 // wake-up then serves many packets; at low rates it returns one, as a plain
 // read would.
-const batchSize = 32
+const BatchSize = 32
 
-// readBuffer is larger than pion's 1600-byte MTU so that an oversized
+// ReadBuffer is larger than pion's 1600-byte MTU so that an oversized
 // datagram still reaches pion whole enough for it to see and drop it.
-const readBuffer = 2048
+const ReadBuffer = 2048
 
-func newMmsgBatch(headroom, slots int) *mmsgBatch {
-	b := &mmsgBatch{
+// NewMmsgBatch makes a batch of slots buffers, each with headroom bytes
+// in front of ReadBuffer bytes for the datagram.
+func NewMmsgBatch(headroom, slots int) *MmsgBatch {
+	b := &MmsgBatch{
 		hdrs:     make([]unix.Mmsghdr, slots),
 		iovs:     make([]unix.Iovec, slots),
 		names:    make([][unix.SizeofSockaddrInet6]byte, slots),
@@ -258,9 +282,9 @@ func newMmsgBatch(headroom, slots int) *mmsgBatch {
 		headroom: headroom,
 	}
 	for i := range b.hdrs {
-		b.bufs[i] = make([]byte, headroom+readBuffer)
+		b.bufs[i] = make([]byte, headroom+ReadBuffer)
 		b.iovs[i].Base = &b.bufs[i][headroom]
-		b.iovs[i].SetLen(readBuffer)
+		b.iovs[i].SetLen(ReadBuffer)
 		b.hdrs[i].Hdr.Iov = &b.iovs[i]
 		b.hdrs[i].Hdr.SetIovlen(1)
 		b.hdrs[i].Hdr.Name = &b.names[i][0]
@@ -268,11 +292,11 @@ func newMmsgBatch(headroom, slots int) *mmsgBatch {
 	return b
 }
 
-// recv reads up to batchSize datagrams from u into slots from on; it
+// Recv reads up to BatchSize datagrams from u into slots from on; it
 // returns false when there was nothing to read or the socket is closed.
-func (b *mmsgBatch) recv(u *udpSocket, from int) bool {
+func (b *MmsgBatch) Recv(u *UDPSocket, from int) bool {
 	b.first, b.n = from, 0
-	count := min(batchSize, len(b.hdrs)-from)
+	count := min(BatchSize, len(b.hdrs)-from)
 	if count <= 0 {
 		return false
 	}
@@ -300,15 +324,21 @@ func (b *mmsgBatch) recv(u *udpSocket, from int) bool {
 	}
 }
 
-// datagram returns the datagram in slot i, with the headroom in front of
+// Datagram returns the datagram in slot i, with the headroom in front of
 // it available to the caller, and its source.
-func (b *mmsgBatch) datagram(i int) (buf []byte, n int, src netip.AddrPort, ok bool) {
+func (b *MmsgBatch) Datagram(i int) (buf []byte, n int, src netip.AddrPort, ok bool) {
 	src, ok = decodeSockaddr(b.names[i][:])
 	return b.bufs[i], int(b.hdrs[i].Len), src, ok
 }
 
-// swap exchanges the buffers of slots i and j.
-func (b *mmsgBatch) swap(i, j int) {
+// First is the slot of the first datagram of the last Recv.
+func (b *MmsgBatch) First() int { return b.first }
+
+// Len is how many datagrams the last Recv read.
+func (b *MmsgBatch) Len() int { return b.n }
+
+// Swap exchanges the buffers of slots i and j.
+func (b *MmsgBatch) Swap(i, j int) {
 	if i == j {
 		return
 	}
@@ -316,18 +346,19 @@ func (b *mmsgBatch) swap(i, j int) {
 	b.iovs[i].Base, b.iovs[j].Base = b.iovs[j].Base, b.iovs[i].Base
 }
 
-// sendQueue holds framed messages until one sendmmsg per socket sends them.
-type sendQueue struct {
+// SendQueue holds framed messages until one sendmmsg per socket sends them.
+type SendQueue struct {
 	hdrs []unix.Mmsghdr
 	iovs []unix.Iovec
-	to   []sockaddr
-	via  []*udpSocket
+	to   []Sockaddr
+	via  []*UDPSocket
 	n    int
 }
 
-func newSendQueue(size int) *sendQueue {
-	q := &sendQueue{hdrs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size),
-		to: make([]sockaddr, size), via: make([]*udpSocket, size)}
+// NewSendQueue makes a queue of up to size messages.
+func NewSendQueue(size int) *SendQueue {
+	q := &SendQueue{hdrs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size),
+		to: make([]Sockaddr, size), via: make([]*UDPSocket, size)}
 	for i := range q.hdrs {
 		q.hdrs[i].Hdr.Iov = &q.iovs[i]
 		q.hdrs[i].Hdr.SetIovlen(1)
@@ -336,8 +367,8 @@ func newSendQueue(size int) *sendQueue {
 	return q
 }
 
-// add queues msg, whose buffer must stay untouched until flush.
-func (q *sendQueue) add(msg []byte, via *udpSocket, to *sockaddr) {
+// Add queues msg, whose buffer must stay untouched until flush.
+func (q *SendQueue) Add(msg []byte, via *UDPSocket, to *Sockaddr) {
 	i := q.n
 	q.iovs[i].Base = &msg[0]
 	q.iovs[i].SetLen(len(msg))
@@ -347,14 +378,17 @@ func (q *sendQueue) add(msg []byte, via *udpSocket, to *sockaddr) {
 	q.n++
 }
 
-// group reorders the queue so that messages for the same socket are
+// Len is how many messages are queued.
+func (q *SendQueue) Len() int { return q.n }
+
+// Group reorders the queue so that messages for the same socket are
 // adjacent, keeping their order: flush then needs one sendmmsg per socket.
-func (q *sendQueue) group() {
-	var iovs [batchSize]unix.Iovec
-	var to [batchSize]sockaddr
-	var via [batchSize]*udpSocket
-	var taken [batchSize]bool
-	if q.n > batchSize {
+func (q *SendQueue) Group() {
+	var iovs [BatchSize]unix.Iovec
+	var to [BatchSize]Sockaddr
+	var via [BatchSize]*UDPSocket
+	var taken [BatchSize]bool
+	if q.n > BatchSize {
 		return
 	}
 	k := 0
@@ -378,9 +412,9 @@ func (q *sendQueue) group() {
 	}
 }
 
-// flush sends everything queued, one sendmmsg per run of messages on the
+// Flush sends everything queued, one sendmmsg per run of messages on the
 // same socket, and returns how many the kernel refused.
-func (q *sendQueue) flush() (failed int) {
+func (q *SendQueue) Flush() (failed int) {
 	for i := 0; i < q.n; {
 		j := i + 1
 		for j < q.n && q.via[j] == q.via[i] {
@@ -396,7 +430,7 @@ func (q *sendQueue) flush() (failed int) {
 
 // sendmmsg sends hdrs, skipping a message the kernel refuses; it returns
 // how many were refused.
-func (u *udpSocket) sendmmsg(hdrs []unix.Mmsghdr) (failed int) {
+func (u *UDPSocket) sendmmsg(hdrs []unix.Mmsghdr) (failed int) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	if u.fd < 0 {

@@ -1,4 +1,6 @@
-package relay
+// Package portpool hands out the relay's UDP ports. It only keeps the
+// numbers (it opens no socket) and must import nothing of traverse's.
+package portpool
 
 import (
 	"math/rand/v2"
@@ -6,7 +8,7 @@ import (
 	"time"
 )
 
-// portPool hands out relay ports in a random order and takes them back at
+// Pool hands out relay ports in a random order and takes them back at
 // the end of the queue, so a port freed by one allocation is the last to be
 // reused (a late datagram from an old peer then rarely reaches a new
 // allocation). Probing random ports instead costs a socket, a bind and a
@@ -19,7 +21,7 @@ import (
 // ports were left. That happens: the default relay range overlaps the
 // kernel's ephemeral ports, so it is shared with every UDP socket on the
 // host.
-type portPool struct {
+type Pool struct {
 	mu    sync.Mutex
 	lo    int
 	ring  []uint16 // a FIFO of free ports
@@ -46,9 +48,10 @@ type busyPort struct {
 // busyHold is how long a port another socket held is left untried.
 const busyHold = 30 * time.Second
 
-func newPortPool(lo, hi int) *portPool {
+// New makes a pool of the ports lo to hi, both included, in a random order.
+func New(lo, hi int) *Pool {
 	size := hi - lo + 1
-	p := &portPool{lo: lo, ring: make([]uint16, size), state: make([]portState, size), now: time.Now}
+	p := &Pool{lo: lo, ring: make([]uint16, size), state: make([]portState, size), now: time.Now}
 	for i := range p.ring {
 		p.ring[i] = uint16(lo + i)
 		p.state[i] = portQueued
@@ -58,8 +61,8 @@ func newPortPool(lo, hi int) *portPool {
 	return p
 }
 
-// get takes the next free port; false when none is left.
-func (p *portPool) get() (int, bool) {
+// Get takes the next free port; false when none is left.
+func (p *Pool) Get() (int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.aside) > 0 {
@@ -81,16 +84,16 @@ func (p *portPool) get() (int, bool) {
 	return port, true
 }
 
-// put returns a port to the end of the queue (once, however often it is
+// Put returns a port to the end of the queue (once, however often it is
 // returned).
-func (p *portPool) put(port int) {
+func (p *Pool) Put(port int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.putLocked(port, false)
 }
 
-// putBusy sets aside a port that get handed out and another socket holds.
-func (p *portPool) putBusy(port int) {
+// PutBusy sets aside a port that get handed out and another socket holds.
+func (p *Pool) PutBusy(port int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	i := port - p.lo
@@ -103,7 +106,7 @@ func (p *portPool) putBusy(port int) {
 
 // putLocked queues a port handed out, at the end or, anywhere, at a random
 // place (the port there moving to the end).
-func (p *portPool) putLocked(port int, anywhere bool) {
+func (p *Pool) putLocked(port int, anywhere bool) {
 	i := port - p.lo
 	if i < 0 || i >= len(p.state) || p.state[i] != portOut {
 		return

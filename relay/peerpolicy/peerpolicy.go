@@ -1,4 +1,8 @@
-package relay
+// Package peerpolicy decides which peers a TURN allocation may reach: the
+// built-in deny ranges, the operator's relay.peers allow and deny lists, and
+// the server's own sockets. It is pure (no I/O) and imports only config;
+// the relay asks it, it never imports the relay.
+package peerpolicy
 
 import (
 	"fmt"
@@ -70,11 +74,11 @@ const (
 	DenySelf    = "self"
 )
 
-// PeerPolicy decides which peers an allocation may reach. Deny by default:
+// Policy decides which peers an allocation may reach. Deny by default:
 // the built-in ranges are refused unless relay.peers.allow opens them;
 // relay.peers.deny always wins, and so do the server's own listener and
 // admin addresses.
-type PeerPolicy struct {
+type Policy struct {
 	allow, deny   []netip.Prefix
 	allowLoopback bool
 	// self holds the server's own ports and the addresses they answer on;
@@ -92,10 +96,10 @@ type SelfAddrs struct {
 	HostIPs []netip.Addr
 }
 
-// NewPeerPolicy builds a policy from config; a malformed CIDR is an error
+// New builds a policy from config; a malformed CIDR is an error
 // naming its field.
-func NewPeerPolicy(p config.Peers, self SelfAddrs) (*PeerPolicy, error) {
-	pp := &PeerPolicy{allowLoopback: p.AllowLoopback, selfPorts: map[uint16][]netip.Addr{}, selfIPs: map[netip.Addr]bool{}}
+func New(p config.Peers, self SelfAddrs) (*Policy, error) {
+	pp := &Policy{allowLoopback: p.AllowLoopback, selfPorts: map[uint16][]netip.Addr{}, selfIPs: map[netip.Addr]bool{}}
 	for i, s := range p.Allow {
 		pr, err := config.ParsePrefix(s)
 		if err != nil {
@@ -128,7 +132,7 @@ func canonicalPrefix(p netip.Prefix) netip.Prefix {
 }
 
 // AllowIP reports whether a permission to ip may be installed, and if not, why.
-func (pp *PeerPolicy) AllowIP(ip netip.Addr) (bool, string) {
+func (pp *Policy) AllowIP(ip netip.Addr) (bool, string) {
 	if !ip.IsValid() {
 		return false, DenyBuiltin
 	}
@@ -151,7 +155,7 @@ func (pp *PeerPolicy) AllowIP(ip netip.Addr) (bool, string) {
 // AllowAddr is AllowIP plus the port-level rule: a peer may never be one of
 // the server's own sockets, whatever relay.peers.allow says. The relay checks
 // it on every datagram it sends to a peer.
-func (pp *PeerPolicy) AllowAddr(ap netip.AddrPort) (bool, string) {
+func (pp *Policy) AllowAddr(ap netip.AddrPort) (bool, string) {
 	if ok, why := pp.AllowIP(ap.Addr()); !ok {
 		return false, why
 	}
@@ -161,7 +165,7 @@ func (pp *PeerPolicy) AllowAddr(ap netip.AddrPort) (bool, string) {
 	return true, ""
 }
 
-func (pp *PeerPolicy) isSelf(ap netip.AddrPort) bool {
+func (pp *Policy) isSelf(ap netip.AddrPort) bool {
 	addrs, ok := pp.selfPorts[ap.Port()]
 	if !ok {
 		return false

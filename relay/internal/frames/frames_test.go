@@ -1,4 +1,4 @@
-package relay
+package frames
 
 import (
 	"bytes"
@@ -8,6 +8,9 @@ import (
 
 	"github.com/pion/stun/v3"
 )
+
+// bufSize is a read buffer as the data path's, payload after the headroom.
+const bufSize = 2048
 
 var frameAddrs = []netip.AddrPort{
 	netip.MustParseAddrPort("192.0.2.7:40000"),
@@ -19,7 +22,7 @@ var frameAddrs = []netip.AddrPort{
 func TestBindingSuccessMatchesPion(t *testing.T) {
 	for _, src := range frameAddrs {
 		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
-		got := buildBindingSuccess(nil, req.Raw, src)
+		got := AppendBindingSuccess(nil, req.Raw, src)
 		want := stun.MustBuild(&stun.Message{TransactionID: req.TransactionID}, stun.BindingSuccess,
 			&stun.XORMappedAddress{IP: net.IP(src.Addr().AsSlice()), Port: int(src.Port())}, stun.Fingerprint)
 		if !bytes.Equal(got, want.Raw) {
@@ -33,14 +36,14 @@ func TestBindingSuccessMatchesPion(t *testing.T) {
 func TestDataIndicationDecodes(t *testing.T) {
 	for _, peer := range frameAddrs {
 		for _, n := range []int{0, 1, 5, 100} {
-			buf := make([]byte, peerHeadroom+readBuffer)
+			buf := make([]byte, Headroom+bufSize)
 			payload := bytes.Repeat([]byte{0xAB}, n)
-			copy(buf[peerHeadroom:], payload)
+			copy(buf[Headroom:], payload)
 			// Garbage where the padding goes must not leak out.
-			for i := peerHeadroom + n; i < peerHeadroom+n+4; i++ {
+			for i := Headroom + n; i < Headroom+n+4; i++ {
 				buf[i] = 0xFF
 			}
-			raw := frameDataIndication(buf, n, peer, [12]byte{1, 2, 3})
+			raw := DataIndication(buf, n, peer, [12]byte{1, 2, 3})
 			m := &stun.Message{Raw: append([]byte(nil), raw...)}
 			if err := m.Decode(); err != nil {
 				t.Fatalf("%s n=%d: %v", peer, n, err)
@@ -73,15 +76,15 @@ func TestSendIndicationParses(t *testing.T) {
 		payload := []byte("hello")
 		m := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
 			&xorPeer{peer}, stun.RawAttribute{Type: stun.AttrData, Value: payload}, stun.Fingerprint)
-		if stunType(m.Raw) != typeSendInd {
-			t.Fatalf("stunType = %#x", stunType(m.Raw))
+		if STUNType(m.Raw) != TypeSendIndication {
+			t.Fatalf("STUNType = %#x", STUNType(m.Raw))
 		}
-		got, data, ok := parseSendIndication(m.Raw)
+		got, data, ok := ParseSendIndication(m.Raw)
 		if !ok || got != peer || !bytes.Equal(data, payload) {
 			t.Errorf("parse = %s %q %v, want %s %q", got, data, ok, peer, payload)
 		}
 		for cut := 1; cut < len(m.Raw); cut++ {
-			if stunType(m.Raw[:cut]) != 0 {
+			if STUNType(m.Raw[:cut]) != 0 {
 				t.Errorf("a message cut to %d bytes passed", cut)
 			}
 		}
@@ -97,15 +100,15 @@ func (x *xorPeer) AddTo(m *stun.Message) error {
 
 // TestChannelDataFrame: header, length and zeroed padding.
 func TestChannelDataFrame(t *testing.T) {
-	buf := make([]byte, peerHeadroom+readBuffer)
-	copy(buf[peerHeadroom:], "abcde")
-	buf[peerHeadroom+5] = 0xFF
-	got := frameChannelData(buf, 5, 0x4001)
+	buf := make([]byte, Headroom+bufSize)
+	copy(buf[Headroom:], "abcde")
+	buf[Headroom+5] = 0xFF
+	got := ChannelData(buf, 5, 0x4001)
 	want := []byte{0x40, 0x01, 0, 5, 'a', 'b', 'c', 'd', 'e', 0, 0, 0}
 	if !bytes.Equal(got, want) {
 		t.Errorf("got %x, want %x", got, want)
 	}
-	if !isChannelData(got) || isChannelData(got[:3]) || isChannelData([]byte{0x40, 1, 0, 9, 1}) {
-		t.Error("isChannelData")
+	if !IsChannelData(got) || IsChannelData(got[:3]) || IsChannelData([]byte{0x40, 1, 0, 9, 1}) {
+		t.Error("IsChannelData")
 	}
 }
