@@ -1,0 +1,142 @@
+package sockio
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestSockaddrRoundTrip: what MakeSockaddr encodes, decodeSockaddr reads
+// back; an IPv6 address cannot be encoded for an IPv4 socket.
+func TestSockaddrRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		ap string
+		v6 bool
+	}{
+		{"192.0.2.7:40000", false},
+		{"192.0.2.7:40000", true}, // as a mapped address on an IPv6 socket
+		{"[2001:db8::1]:3478", true},
+	} {
+		ap := netip.MustParseAddrPort(tc.ap)
+		sa := MakeSockaddr(ap, tc.v6)
+		if sa.n == 0 {
+			t.Fatalf("%s (v6 %v): not encoded", ap, tc.v6)
+		}
+		got, ok := decodeSockaddr(sa.b[:])
+		if !ok || got != ap {
+			t.Errorf("%s (v6 %v): decoded %s, %v", ap, tc.v6, got, ok)
+		}
+	}
+	if sa := MakeSockaddr(netip.MustParseAddrPort("[2001:db8::1]:3478"), false); sa.n != 0 {
+		t.Error("an IPv6 address was encoded for an IPv4 socket")
+	}
+}
+
+// recvWithin reads one batch from u, retrying until the deadline: the
+// sockets are non-blocking and loopback delivery is not instant on a busy
+// machine.
+func recvWithin(t *testing.T, b *MmsgBatch, u *UDPSocket, want int) {
+	t.Helper()
+	got := 0
+	deadline := time.Now().Add(5 * time.Second)
+	for got < want && time.Now().Before(deadline) {
+		if b.Recv(u, got) {
+			got += b.Len()
+			continue
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got != want {
+		t.Fatalf("received %d datagrams, want %d", got, want)
+	}
+}
+
+// TestSendQueueAndBatch: messages queued for two sockets, interleaved, leave
+// grouped by socket with one sendmmsg each and arrive in order, each with
+// its source; a batch keeps its headroom in front of every datagram.
+func TestSendQueueAndBatch(t *testing.T) {
+	lo := net.IPv4(127, 0, 0, 1)
+	open := func() *UDPSocket {
+		u, err := Open("udp4", lo, 0, false, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = u.Close() })
+		return u
+	}
+	a, b, dst := open(), open(), open()
+	if dst.V6() || dst.LocalAddr().Port == 0 {
+		t.Fatalf("local address %v, v6 %v", dst.LocalAddr(), dst.V6())
+	}
+	to := MakeSockaddr(dst.LocalAddr().AddrPort(), false)
+	q := NewSendQueue(BatchSize)
+	msgs := []string{"a1", "b1", "a2", "b2", "a3"}
+	for _, m := range msgs {
+		via := a
+		if m[0] == 'b' {
+			via = b
+		}
+		q.Add([]byte(m), via, &to)
+	}
+	q.Group()
+	if failed := q.Flush(); failed != 0 || q.Len() != 0 {
+		t.Fatalf("flush: %d failed, %d left", failed, q.Len())
+	}
+	const headroom = 8
+	batch := NewMmsgBatch(headroom, BatchSize)
+	recvWithin(t, batch, dst, len(msgs))
+	var fromA, fromB []string
+	for i := 0; i < len(msgs); i++ {
+		buf, n, src, ok := batch.Datagram(i)
+		if !ok || len(buf) != headroom+ReadBuffer {
+			t.Fatalf("slot %d: ok %v, buffer %d bytes", i, ok, len(buf))
+		}
+		p := string(buf[headroom : headroom+n])
+		switch int(src.Port()) {
+		case a.LocalAddr().Port:
+			fromA = append(fromA, p)
+		case b.LocalAddr().Port:
+			fromB = append(fromB, p)
+		default:
+			t.Fatalf("datagram %q from %s", p, src)
+		}
+	}
+	if got := fromA; len(got) != 3 || got[0] != "a1" || got[1] != "a2" || got[2] != "a3" {
+		t.Errorf("from a: %q", got)
+	}
+	if got := fromB; len(got) != 2 || got[0] != "b1" || got[1] != "b2" {
+		t.Errorf("from b: %q", got)
+	}
+}
+
+// TestClosedSocket: after Close every call fails cleanly instead of using a
+// descriptor number another socket may have by then.
+func TestClosedSocket(t *testing.T) {
+	u, err := Open("udp4", net.IPv4(127, 0, 0, 1), 0, false, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := MakeSockaddr(u.LocalAddr().AddrPort(), false)
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := u.SendTo([]byte("x"), &to); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("SendTo: %v", err)
+	}
+	if err := u.Control(func(int) error { return nil }); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Control: %v", err)
+	}
+	if NewMmsgBatch(0, 1).Recv(u, 0) {
+		t.Error("Recv on a closed socket")
+	}
+	if failed := u.sendmmsg(make([]unix.Mmsghdr, 2)); failed != 2 {
+		t.Errorf("sendmmsg on a closed socket: %d failed, want 2", failed)
+	}
+}
