@@ -9,6 +9,7 @@ package frames
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	mrand "math/rand/v2"
 	"net/netip"
@@ -235,4 +236,31 @@ func IsSignedRequest(b []byte) bool {
 	}
 	t := binary.BigEndian.Uint16(b[0:2])
 	return t&0x0110 == 0 // class bits C1 C0 = 00: request
+}
+
+// ErrNotFrame ends a stream whose bytes are neither STUN nor ChannelData, as
+// pion's framing ends it: after that the stream cannot be cut into frames
+// again.
+var ErrNotFrame = errors.New("relay: data is not a STUN or ChannelData frame")
+
+// StreamSize returns the length of the frame at the head of p, a TCP or TLS
+// byte stream, padding included, with channel set for ChannelData; 0 means
+// more bytes are needed to tell. The rules are pion's: a STUN header with the
+// magic cookie, or a channel number in 0x4000-0x7FFF.
+func StreamSize(p []byte) (size int, channel bool, err error) {
+	if len(p) < 4 {
+		return 0, false, nil
+	}
+	length := int(binary.BigEndian.Uint16(p[2:4]))
+	switch {
+	case p[0] >= 0x40 && p[0] <= 0x7F:
+		return 4 + padded(length), true, nil
+	case p[0]&0xC0 != 0:
+		return 0, false, ErrNotFrame
+	case len(p) < 8:
+		return 0, false, nil
+	case binary.BigEndian.Uint32(p[4:8]) != magicCookie:
+		return 0, false, ErrNotFrame
+	}
+	return stunHeaderSize + length, false, nil
 }

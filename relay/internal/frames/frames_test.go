@@ -112,3 +112,33 @@ func TestChannelDataFrame(t *testing.T) {
 		t.Error("IsChannelData")
 	}
 }
+
+// TestStreamSize: a stream is cut where pion's framing cuts it: a STUN
+// message at its header's length, ChannelData at its length padded to 4;
+// too few bytes to tell ask for more; anything else ends the stream.
+func TestStreamSize(t *testing.T) {
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
+	badCookie := append([]byte(nil), req...)
+	badCookie[4] ^= 0xFF
+	for _, tc := range []struct {
+		name    string
+		p       []byte
+		size    int
+		channel bool
+		err     error
+	}{
+		{"STUN", req, len(req), false, nil},
+		{"STUN with the next frame behind it", append(append([]byte(nil), req...), 0x40, 0), len(req), false, nil},
+		{"ChannelData padded", []byte{0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0}, 12, true, nil},
+		{"ChannelData header only", []byte{0x7F, 0xFF, 0x00, 0x00}, 4, true, nil},
+		{"three bytes", []byte{0x40, 0x01, 0x00}, 0, false, nil},
+		{"STUN before the cookie", req[:6], 0, false, nil},
+		{"neither", []byte{0x80, 0, 0, 0}, 0, false, ErrNotFrame},
+		{"no magic cookie", badCookie, 0, false, ErrNotFrame},
+	} {
+		size, channel, err := StreamSize(tc.p)
+		if size != tc.size || channel != tc.channel || err != tc.err {
+			t.Errorf("%s: %d, %v, %v; want %d, %v, %v", tc.name, size, channel, err, tc.size, tc.channel, tc.err)
+		}
+	}
+}

@@ -8,7 +8,8 @@ import (
 	"github.com/pion/stun/v3"
 )
 
-// FuzzFrames: the data path's own STUN and ChannelData readers never panic,
+// FuzzFrames: the data path's own STUN and ChannelData readers (datagram and
+// stream) never panic,
 // and whatever they take as a Send indication pion/stun decodes the same.
 func FuzzFrames(f *testing.F) {
 	send := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
@@ -18,6 +19,9 @@ func FuzzFrames(f *testing.F) {
 	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		_ = IsChannelData(p)
+		if size, channel, err := StreamSize(p); err == nil && size != 0 && (size < 4 || channel && size%4 != 0) {
+			t.Fatalf("stream frame of %d bytes (channel %v)", size, channel)
+		}
 		if STUNType(p) != TypeSendIndication {
 			return
 		}

@@ -205,6 +205,10 @@ type Sockaddr struct {
 	n uint32
 }
 
+// Valid reports whether the address could be encoded for the socket's
+// family: an IPv6 destination cannot be reached from an IPv4 socket.
+func (sa *Sockaddr) Valid() bool { return sa.n != 0 }
+
 // MakeSockaddr encodes ap for a socket of the given family (v6: an IPv6
 // socket); the result's length is 0 when such a socket cannot reach ap.
 func MakeSockaddr(ap netip.AddrPort, v6 bool) Sockaddr {

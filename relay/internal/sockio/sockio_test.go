@@ -23,7 +23,7 @@ func TestSockaddrRoundTrip(t *testing.T) {
 	} {
 		ap := netip.MustParseAddrPort(tc.ap)
 		sa := MakeSockaddr(ap, tc.v6)
-		if sa.n == 0 {
+		if !sa.Valid() {
 			t.Fatalf("%s (v6 %v): not encoded", ap, tc.v6)
 		}
 		got, ok := decodeSockaddr(sa.b[:])
@@ -31,7 +31,7 @@ func TestSockaddrRoundTrip(t *testing.T) {
 			t.Errorf("%s (v6 %v): decoded %s, %v", ap, tc.v6, got, ok)
 		}
 	}
-	if sa := MakeSockaddr(netip.MustParseAddrPort("[2001:db8::1]:3478"), false); sa.n != 0 {
+	if sa := MakeSockaddr(netip.MustParseAddrPort("[2001:db8::1]:3478"), false); sa.Valid() {
 		t.Error("an IPv6 address was encoded for an IPv4 socket")
 	}
 }
