@@ -60,6 +60,8 @@ type shard struct {
 	// Client datagrams of one listener batch on their way to peers, sent
 	// with one sendmmsg per relay socket before the batch is read over.
 	toPeers *sockio.SendQueue
+	// Stream clients' queues this wake-up appended to, pushed at flush.
+	streams []*streamOut
 	count   tally
 	out     [128]byte // a Binding response
 	txid    *frames.TxidSource
@@ -212,6 +214,12 @@ func (sh *shard) flush() {
 			sh.s.metrics.sendErrors.Add(float64(failed))
 		}
 	}
+	for i, o := range sh.streams {
+		o.queued = false
+		o.push()
+		sh.streams[i] = nil
+	}
+	sh.streams = sh.streams[:0]
 }
 
 // tally counts relayed datagrams between flushes.
@@ -286,14 +294,12 @@ func (u *udpListener) channelData(sh *shard, p []byte, src netip.AddrPort) {
 		u.s.metrics.unroutable.Inc()
 		return
 	}
-	num := uint16(p[0])<<8 | uint16(p[1])
-	ch, ok := rc.routes.Load().channels[num]
+	data, ch, ok := rc.routes.Load().channelData(p)
 	if !ok {
 		u.s.metrics.unroutable.Inc()
 		return
 	}
-	length := int(uint16(p[2])<<8 | uint16(p[3]))
-	sh.queueToPeer(rc, p[4:4+length], ch.peer, &ch.sa)
+	sh.queueToPeer(rc, data, ch.peer, &ch.sa)
 }
 
 // queueToPeer queues a client's datagram for its peer, if the relay's rules
@@ -313,22 +319,16 @@ func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *s
 // sendIndication relays a client's Send indication to a permitted peer. It
 // returns false for one it cannot parse, which pion then refuses.
 func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bool {
-	peer, data, ok := frames.ParseSendIndication(p)
-	if !ok {
-		return false
-	}
 	rc := u.s.route(src, u.localAP)
 	if rc == nil {
 		u.s.metrics.unroutable.Inc()
 		return true
 	}
-	if _, ok := rc.routes.Load().perms[peer.Addr()]; !ok {
-		u.s.metrics.unroutable.Inc()
-		return true
+	peer, data, sa, ok := rc.sendTarget(p)
+	if ok && sa.Valid() {
+		sh.queueToPeer(rc, data, peer, &sa)
 	}
-	sa := sockio.MakeSockaddr(peer, rc.sock.V6())
-	sh.queueToPeer(rc, data, peer, &sa)
-	return true
+	return ok
 }
 
 // answerBinding answers a Binding request with the client's reflexive
@@ -396,7 +396,12 @@ func (c *relayConn) readable(sh *shard) {
 			continue
 		}
 		if rt.stream != nil {
-			rt.stream.out.queueData(msg) // copied: the buffer is free again
+			// Copied (or sealed): the buffer is free again. Written at
+			// the wake-up's flush, with whatever else it brings the client.
+			if o := rt.stream.out; o.queueData(msg) && !o.queued {
+				o.queued = true
+				sh.streams = append(sh.streams, o)
+			}
 			continue
 		}
 		// Keep the buffer out of the next recv until it is sent.

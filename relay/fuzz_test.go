@@ -8,6 +8,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/traverse/traverse/internal/turntest"
+	"github.com/traverse/traverse/relay/internal/frames"
 )
 
 // FuzzDatagrams feeds arbitrary and mutated STUN/ChannelData to a running
@@ -88,24 +89,45 @@ func answers(t *testing.T, c *net.UDPConn, req *stun.Message, want stun.MessageT
 	return false
 }
 
-// FuzzStreamTap: the TCP framing tap never panics and never hands on a frame
-// longer than it claimed.
-func FuzzStreamTap(f *testing.F) {
-	f.Add([]byte{0x00, 0x03, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}, 3)
+// FuzzStreamFrames: whatever bytes a TCP client sends, in whatever
+// pieces, the stream reader never panics, never hangs, and hands pion only
+// whole frames by pion's own rules (it stops at the first byte that is
+// neither STUN nor ChannelData, as pion does).
+func FuzzStreamFrames(f *testing.F) {
+	f.Add([]byte{0x00, 0x03, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 3)
 	f.Add([]byte{0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0}, 1)
+	f.Add([]byte{0x40, 0x01, 0xff, 0xff, 1}, 7)
+	cfg := testConfig()
+	cfg.Listen.TCP, cfg.Listen.TLS = nil, nil
+	r := startRelay(&testing.T{}, cfg, false)
+	f.Cleanup(func() { _ = r.Close() })
 	f.Fuzz(func(t *testing.T, data []byte, chunk int) {
 		if chunk <= 0 {
 			chunk = 1
 		}
-		tap := streamTap{onFrame: func(b []byte) {
-			if len(b) < 20 || len(b) > 1600 {
-				t.Fatalf("frame of %d bytes", len(b))
+		client, server := net.Pipe()
+		go func() {
+			for p := data; len(p) > 0; {
+				n := min(chunk, len(p))
+				if _, err := client.Write(p[:n]); err != nil {
+					break
+				}
+				p = p[n:]
 			}
-		}}
-		for len(data) > 0 {
-			n := min(chunk, len(data))
-			tap.feed(data[:n])
-			data = data[n:]
+			_ = client.Close()
+		}()
+		c := &streamConn{Conn: server, s: r.Server, rbuf: make([]byte, streamReadBuffer), accepted: time.Now(),
+			authWait: time.Minute, unpend: func() {}}
+		buf := make([]byte, 1600)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			if size, _, ferr := frames.StreamSize(buf[:n]); ferr != nil || size != n {
+				t.Fatalf("handed pion %d bytes, a frame of %d (%v)", n, size, ferr)
+			}
 		}
+		_ = server.Close()
 	})
 }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"crypto/md5" //nolint:gosec // the STUN long-term key is MD5 (RFC 8489)
-	"encoding/binary"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -97,56 +96,4 @@ func longTermKey(username, realm, password string) []byte {
 	b = append(b, password...)
 	sum := md5.Sum(b) //nolint:gosec // the long-term key is MD5 by definition
 	return sum[:]
-}
-
-// streamTap follows STUN/ChannelData framing on a TCP byte stream (the same
-// framing pion's STUNConn applies) and hands complete signed STUN requests to
-// onFrame. ChannelData frames are skipped without copying.
-type streamTap struct {
-	hdr     [4]byte
-	hn      int    // header bytes held
-	skip    int    // bytes of the current frame still to pass over
-	frame   []byte // the STUN frame being collected, when it may be signed
-	want    int    // its total length
-	onFrame func([]byte)
-}
-
-func (t *streamTap) feed(p []byte) {
-	for len(p) > 0 {
-		switch {
-		case t.skip > 0:
-			n := min(t.skip, len(p))
-			t.skip -= n
-			p = p[n:]
-		case t.frame != nil:
-			n := min(t.want-len(t.frame), len(p))
-			t.frame = append(t.frame, p[:n]...)
-			p = p[n:]
-			if len(t.frame) == t.want {
-				t.onFrame(t.frame)
-				t.frame = nil
-			}
-		default:
-			n := min(4-t.hn, len(p))
-			copy(t.hdr[t.hn:], p[:n])
-			t.hn += n
-			p = p[n:]
-			if t.hn < 4 {
-				return
-			}
-			t.hn = 0
-			length := int(binary.BigEndian.Uint16(t.hdr[2:4]))
-			if t.hdr[0]&0xC0 == 0 { // STUN: 20-byte header + length
-				t.want = 20 + length
-				if t.hdr[1]&0x10 == 0 && t.hdr[0]&0x01 == 0 && t.want <= 1600 { // a request
-					t.frame = append(make([]byte, 0, t.want), t.hdr[:]...)
-				} else {
-					t.skip = t.want - 4
-				}
-				continue
-			}
-			// ChannelData, padded to 4 bytes over streams.
-			t.skip = (length + 3) &^ 3
-		}
-	}
 }

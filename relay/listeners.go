@@ -363,6 +363,8 @@ func (sl *streamListener) authTimeout() time.Duration {
 
 func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 	var conn net.Conn = c
+	var seal *tls.Conn
+	var wire *wireConn
 	authWait := sl.authTimeout()
 	if sl.tlsCfg != nil {
 		_ = c.SetDeadline(time.Now().Add(min(sniffTimeout, authWait)))
@@ -374,8 +376,9 @@ func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 		}
 		conn = &peekedConn{Conn: c, r: br}
 		if first[0] == 0x16 {
-			tc := tls.Server(conn, sl.tlsCfg)
-			if err := tc.Handshake(); err != nil {
+			wire = &wireConn{Conn: conn}
+			seal = tls.Server(wire, sl.tlsCfg)
+			if err := seal.Handshake(); err != nil {
 				sl.s.metrics.tlsHandshakeFailed.Inc()
 				if ce := sl.s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
 					ce.Write(zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
@@ -383,21 +386,20 @@ func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 				sl.drop(c, src)
 				return
 			}
-			conn = tc
+			conn = seal
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
 	sc := &streamConn{Conn: conn, raw: c, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(),
-		release: func() { sl.open.Add(-1) }, tuple: clientKey{addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())}}
+		release: func() { sl.open.Add(-1) }, tuple: clientKey{addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())},
+		rbuf: make([]byte, streamReadBuffer)}
 	sc.authWait, sc.unpend = authWait, func() { sl.s.pending.remove(src) }
-	_, sc.tls = conn.(*tls.Conn)
-	sc.out = newStreamOut(conn, sc.tls, sl.s, func() { _ = c.Close() })
-	sl.s.streams.add(sc)
-	sc.tap.onFrame = func(b []byte) {
-		if sl.s.multiSecret.Load() {
-			sl.s.signed.observe(sc.key, b)
-		}
+	sc.tls = seal != nil
+	sc.out = newStreamOut(c, seal, sl.s, func() { _ = c.Close() })
+	if wire != nil {
+		wire.out = sc.out // from here on, records go through the queue
 	}
+	sl.s.streams.add(sc)
 	select {
 	case sl.conns <- sc:
 	case <-sl.done:
@@ -438,10 +440,11 @@ type peekedConn struct {
 
 func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
-// streamConn is a client's TCP or TLS connection as pion reads it: it keeps
-// the signed-request tap on the stream and closes connections that never
-// allocate or go idle. Everything written to the client — pion's answers,
-// and peers' data from the data path — goes through its send queue (out).
+// streamConn is a client's TCP or TLS connection as pion reads it. Its Read
+// relays the client's data itself and hands pion the rest (streamin.go);
+// everything written to the client — pion's answers, and peers' data from
+// the data path — goes through its send queue (out, streamout.go). It also
+// closes connections that never allocate or go idle.
 type streamConn struct {
 	net.Conn
 	raw      net.Conn // the TCP connection under TLS
@@ -451,12 +454,20 @@ type streamConn struct {
 	tls      bool
 	accepted time.Time
 	authWait time.Duration // unauthenticatedTimeout, or pressureTimeout
-	tap      streamTap
 	out      *streamOut
 	release  func() // frees the listener's connection slot, once
 	closed   sync.Once
 	unpend   func() // frees the source's pending slot, once
 	unpended sync.Once
+
+	// Read's state; only pion's read loop for this connection touches it.
+	rbuf       []byte // bytes read, rbuf[rpos:rend] not yet framed
+	rpos, rend int
+	skip       int       // bytes of an oversized frame still to pass over
+	deadline   time.Time // the read deadline last set
+	count      tally
+	// relay is the allocation's relay socket once pion has made it.
+	relay atomic.Pointer[relayConn]
 }
 
 // Close closes the connection and frees its slots. It closes the TCP
@@ -471,22 +482,6 @@ func (c *streamConn) Close() error {
 	})
 	c.unpended.Do(c.unpend)
 	return err
-}
-
-func (c *streamConn) Read(b []byte) (int, error) {
-	deadline := c.accepted.Add(c.authWait)
-	if c.s.allocs.has(c.key) {
-		deadline = time.Now().Add(idleTimeout)
-		// Allocated: it counts against the quotas now, not its source's
-		// pending connections.
-		c.unpended.Do(c.unpend)
-	}
-	_ = c.Conn.SetReadDeadline(deadline)
-	n, err := c.Conn.Read(b)
-	if n > 0 {
-		c.tap.feed(b[:n])
-	}
-	return n, err
 }
 
 // Write queues pion's answers (and any data pion relays itself) for the

@@ -55,6 +55,7 @@ type metrics struct {
 	unroutable, sendErrors         prometheus.Counter
 	inboxDrops                     prometheus.Counter
 	streamQueueFull                prometheus.Counter
+	oversized                      prometheus.Counter
 	authOK                         prometheus.Counter // pion's OnAuth, once per signed request
 }
 
@@ -114,7 +115,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_listeners_stopped_total", Help: "TCP/TLS listeners that stopped accepting for good; /readyz answers 503 naming them."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_relay_dropped_packets_total",
-			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind), stream_queue_full (a TCP or TLS client was too far behind)."},
+			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind), stream_queue_full (a TCP or TLS client was too far behind), oversized (a TCP or TLS frame longer than any the relay reads)."},
 			[]string{"reason"}),
 	}
 	for _, r := range authResults {
@@ -143,6 +144,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.authOK = m.auth.WithLabelValues(AuthOK)
 	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")
 	m.streamQueueFull = m.dropped.WithLabelValues("stream_queue_full")
+	m.oversized = m.dropped.WithLabelValues("oversized")
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,

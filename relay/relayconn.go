@@ -262,6 +262,8 @@ func (c *relayConn) Close() error {
 		c.s.relaysMu.Unlock()
 		if rt := c.routes.Load(); rt.out != nil {
 			c.s.unroute(rt.clientAP, rt.localAP, c)
+		} else if rt.stream != nil {
+			rt.stream.relay.CompareAndSwap(c, nil)
 		}
 		c.inbox.CompareAndSwap(nil, closedInbox)
 		c.inbox.Load().close()

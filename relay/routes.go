@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/traverse/traverse/relay/internal/frames"
 	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
@@ -36,6 +37,32 @@ var noRoutes = &relayRoutes{}
 type channelRoute struct {
 	peer netip.AddrPort
 	sa   sockio.Sockaddr
+}
+
+// channelData returns the payload of a client's ChannelData message p and
+// its channel's route; false when the allocation has no such channel.
+func (r *relayRoutes) channelData(p []byte) ([]byte, channelRoute, bool) {
+	ch, ok := r.channels[uint16(p[0])<<8|uint16(p[1])]
+	if !ok {
+		return nil, ch, false
+	}
+	length := int(uint16(p[2])<<8 | uint16(p[3]))
+	return p[4 : 4+length], ch, true
+}
+
+// sendTarget parses a client's Send indication p; ok is false for one it
+// cannot parse, which pion then refuses. A peer without a permission comes
+// back with an empty sa, counted as unroutable.
+func (c *relayConn) sendTarget(p []byte) (peer netip.AddrPort, data []byte, sa sockio.Sockaddr, ok bool) {
+	peer, data, ok = frames.ParseSendIndication(p)
+	if !ok {
+		return peer, nil, sa, false
+	}
+	if _, permitted := c.routes.Load().perms[peer.Addr()]; !permitted {
+		c.s.metrics.unroutable.Inc()
+		return peer, nil, sa, true
+	}
+	return peer, data, sockio.MakeSockaddr(peer, c.sock.V6()), true
 }
 
 // update applies f to a copy of the routes and publishes it.
@@ -115,6 +142,7 @@ func (s *Server) routeClient(src, dst net.Addr, relayAddr net.Addr) {
 		}
 		rc.inboxFor(relayInboxUDP)
 		rc.update(func(r *relayRoutes) { r.stream = sc })
+		sc.relay.Store(rc)
 		return
 	}
 	rc.inboxFor(relayInboxUDP)

@@ -1,10 +1,15 @@
 package relay
 
 import (
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // How a stream (TCP or TLS) client's send queue is bounded. Variables so
@@ -21,134 +26,237 @@ var (
 	streamWriteTimeout = 10 * time.Second
 )
 
-// streamKeep is the largest buffer a writer keeps between bursts; a larger
+// streamKeep is the largest buffer a queue keeps between bursts; a larger
 // one, grown by a burst, is let go.
 const streamKeep = 64 << 10
 
-// streamOut is a stream client's send queue. pion's answers (Write) and
-// peers' data framed by the data path (queueData) are appended to it, and
-// one goroutine per connection writes it out. So neither pion's read loop
-// nor a data-path shard ever waits on a client's TCP window, one stalled
-// client holds up no other, and what a shard queued in one wake-up leaves
-// in one write on TCP.
+// streamOut is a stream client's send queue: how peers' data and pion's
+// answers reach a TCP or TLS client. Whoever has something for the client
+// appends it (the data path's shard for peers' data, pion's read loop for
+// its answers) and then pushes the queue: one non-blocking write straight to
+// the socket. Only when the client's TCP window is full does what is left go
+// to the connection's writer goroutine, which waits for the window under a
+// write timeout. So a round trip costs no goroutine wake-up on the way back,
+// neither pion's read loop nor a shard ever waits on a client, and one
+// stalled client holds up no other.
+//
+// A shard appends everything one wake-up brings for a client and pushes it
+// once at the end (shard.flush): one write system call per wake-up, as
+// coturn's. For turns: each message is sealed in a TLS record of its own
+// (coturn's turnutils_uclient reads one message per record and drops the
+// rest of a record that holds several: measured, 256 of 300 lost), and the
+// records of a wake-up still leave in one write.
 type streamOut struct {
-	conn    net.Conn // what the writer writes to (the TLS layer for turns:)
 	m       *metrics
 	limit   int           // streamQueueBytes
 	timeout time.Duration // streamWriteTimeout
+	conn    net.Conn      // the TCP connection: the writer's blocking writes
+	raw     syscall.RawConn
+	// seal is the TLS layer of a turns: connection: messages are written
+	// through it, and its records come back to appendWire.
+	seal *tls.Conn
 
-	// records: write each message in a TLS record of its own. coturn's
-	// turnutils_uclient reads one message per record and drops the rest of
-	// a record that holds several (measured: 256 of 300 lost); a TCP stream
-	// has no records, so its messages are written together.
-	records bool
-
-	mu      sync.Mutex
-	pending []byte
-	ends    []int // for records: where each message in pending ends
-	closed  bool
-	wake    chan struct{} // one slot: the writer has something to do
-	done    chan struct{} // closed when the writer has returned
+	mu       sync.Mutex
+	pending  []byte // bytes for the wire, not yet written
+	inFlight bool   // the writer holds the socket; only it may write
+	closed   bool
+	wake     chan struct{} // one slot: the writer has something to do
+	done     chan struct{} // closed when the writer has returned
 	// fail ends the connection after a failed or timed-out write.
 	fail func()
+
+	// The non-blocking write's argument and results, under mu: a method
+	// value made once, so a push allocates nothing.
+	wbuf    []byte
+	wn      int
+	werr    syscall.Errno
+	writeFn func(fd uintptr) bool
+
+	// queued: a shard will push this queue at its flush. Only the shard
+	// that polls the allocation's relay socket touches it.
+	queued bool
 }
 
-func newStreamOut(conn net.Conn, records bool, s *Server, fail func()) *streamOut {
-	o := &streamOut{conn: conn, records: records, m: s.metrics, limit: s.streamQueueBytes, timeout: s.streamWriteTimeout, fail: fail,
+func newStreamOut(conn net.Conn, seal *tls.Conn, s *Server, fail func()) *streamOut {
+	o := &streamOut{conn: conn, seal: seal, m: s.metrics, limit: s.streamQueueBytes, timeout: s.streamWriteTimeout, fail: fail,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			o.raw = raw
+		}
+	}
+	o.writeFn = o.writeRaw
 	go o.run()
 	return o
 }
 
-// queue appends p for the writer. limit is the most that may then be
-// waiting; false means p was dropped (or the connection is closed).
-func (o *streamOut) queue(p []byte, limit int) bool {
+// room reports whether p fits under limit; false counts nothing.
+func (o *streamOut) room(p []byte, limit int) (ok bool, err error) {
 	o.mu.Lock()
-	if o.closed || len(o.pending)+len(p) > limit {
-		o.mu.Unlock()
-		return false
+	defer o.mu.Unlock()
+	if o.closed {
+		return false, net.ErrClosed
+	}
+	return len(o.pending)+len(p) <= limit, nil
+}
+
+// appendMsg queues one message: as it is on TCP, sealed in a record on TLS.
+func (o *streamOut) appendMsg(p []byte) error {
+	if o.seal != nil {
+		_, err := o.seal.Write(p) // the record comes back through appendWire
+		return err
+	}
+	return o.appendWire(p)
+}
+
+// appendWire queues bytes for the wire.
+func (o *streamOut) appendWire(p []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return net.ErrClosed
 	}
 	o.pending = append(o.pending, p...)
-	if o.records {
-		o.ends = append(o.ends, len(o.pending))
+	return nil
+}
+
+// queueData queues a framed ChannelData message or Data indication from a
+// peer, counting a drop when the client is too far behind. It reports
+// whether the queue now needs a push.
+func (o *streamOut) queueData(p []byte) bool {
+	ok, err := o.room(p, o.limit)
+	if err != nil {
+		return false
 	}
+	if !ok {
+		o.m.streamQueueFull.Inc()
+		return false
+	}
+	return o.appendMsg(p) == nil
+}
+
+// queueAnswer queues one of pion's messages to the client and pushes it.
+// pion's answers may use twice the data's room, so a burst of media never
+// crowds out a ChannelBind or Refresh answer.
+func (o *streamOut) queueAnswer(p []byte) error {
+	ok, err := o.room(p, 2*o.limit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		o.m.streamQueueFull.Inc()
+		return nil // dropped as a full buffer drops; the write timeout ends a stalled client
+	}
+	if err := o.appendMsg(p); err != nil {
+		return err
+	}
+	o.push()
+	return nil
+}
+
+// push writes what is pending without waiting. What the socket does not
+// take now goes to the writer.
+func (o *streamOut) push() {
+	o.mu.Lock()
+	if o.closed || o.inFlight || len(o.pending) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	n, dead := o.writeNow(o.pending)
+	if dead {
+		o.mu.Unlock()
+		o.fail()
+		return
+	}
+	if n == len(o.pending) {
+		o.pending = o.pending[:0]
+		if cap(o.pending) > streamKeep {
+			o.pending = nil
+		}
+		o.mu.Unlock()
+		return
+	}
+	o.pending = o.pending[:copy(o.pending, o.pending[n:])]
+	o.inFlight = true
 	select {
 	case o.wake <- struct{}{}:
 	default:
 	}
 	o.mu.Unlock()
-	return true
 }
 
-// queueData queues a framed ChannelData message or Data indication from a
-// peer, counting a drop when the client is too far behind.
-func (o *streamOut) queueData(p []byte) {
-	if !o.queue(p, o.limit) {
-		o.m.streamQueueFull.Inc()
+// writeNow writes p with one non-blocking send: n is what the socket took;
+// dead means the connection is gone. With no raw socket it writes nothing
+// and the writer does it all.
+func (o *streamOut) writeNow(p []byte) (n int, dead bool) {
+	if o.raw == nil {
+		return 0, false
+	}
+	o.wbuf = p
+	err := o.raw.Write(o.writeFn)
+	o.wbuf = nil
+	switch {
+	case err != nil:
+		return 0, true
+	case o.werr == 0:
+		return o.wn, false
+	case o.werr == unix.EAGAIN:
+		return 0, false
+	}
+	return 0, true
+}
+
+// writeRaw is the non-blocking send: MSG_NOSIGNAL, so a client gone away
+// is an EPIPE here and not a signal.
+func (o *streamOut) writeRaw(fd uintptr) bool {
+	p := o.wbuf
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		o.wn, o.werr = int(n), e
+		if e != 0 {
+			o.wn = 0
+		}
+		return true
 	}
 }
 
-// queueAnswer queues one of pion's messages to the client.
-func (o *streamOut) queueAnswer(p []byte) error {
-	if o.queue(p, 2*o.limit) {
-		return nil
-	}
-	o.mu.Lock()
-	closed := o.closed
-	o.mu.Unlock()
-	if closed {
-		return net.ErrClosed
-	}
-	o.m.streamQueueFull.Inc()
-	return nil // dropped as a full buffer drops; the write timeout ends a stalled client
-}
-
-// run writes whatever is pending, each time the queue wakes it, until the
-// connection closes or a write fails.
+// run waits for the client's window whenever a push could not write
+// everything, then writes until the queue is empty, until the connection
+// closes or a write fails.
 func (o *streamOut) run() {
 	defer close(o.done)
 	var buf []byte
-	var ends []int
 	for range o.wake {
-		o.mu.Lock()
-		if o.closed {
-			o.mu.Unlock()
-			return
-		}
-		buf, o.pending = o.pending, buf[:0]
-		ends, o.ends = o.ends, ends[:0]
-		o.mu.Unlock()
-		if len(buf) == 0 {
-			continue
-		}
-		_ = o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
-		if err := o.write(buf, ends); err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				o.m.streamWriteTimeouts.Inc()
+		for {
+			o.mu.Lock()
+			if o.closed {
+				o.mu.Unlock()
+				return
 			}
-			o.fail()
-			return
-		}
-		if cap(buf) > streamKeep {
-			buf, ends = nil, nil
+			if len(o.pending) == 0 {
+				o.inFlight = false
+				o.mu.Unlock()
+				break
+			}
+			buf, o.pending = o.pending, buf[:0]
+			o.mu.Unlock()
+			_ = o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
+			if _, err := o.conn.Write(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					o.m.streamWriteTimeouts.Inc()
+				}
+				o.fail()
+				return
+			}
+			if cap(buf) > streamKeep {
+				buf = nil
+			}
 		}
 	}
-}
-
-// write sends buf: at once on TCP, one message per record on TLS.
-func (o *streamOut) write(buf []byte, ends []int) error {
-	if !o.records {
-		_, err := o.conn.Write(buf)
-		return err
-	}
-	start := 0
-	for _, end := range ends {
-		if _, err := o.conn.Write(buf[start:end]); err != nil {
-			return err
-		}
-		start = end
-	}
-	return nil
 }
 
 // close stops the writer; what is still pending is dropped with the
@@ -160,6 +268,23 @@ func (o *streamOut) close() {
 		close(o.wake)
 	}
 	o.mu.Unlock()
+}
+
+// wireConn is what a turns: connection's TLS layer writes to: during the
+// handshake the TCP connection itself, then the send queue.
+type wireConn struct {
+	net.Conn
+	out *streamOut
+}
+
+func (w *wireConn) Write(p []byte) (int, error) {
+	if w.out == nil {
+		return w.Conn.Write(p)
+	}
+	if err := w.out.appendWire(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // streamTable finds a stream client's connection by its 5-tuple (client

@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"time"
+
+	"github.com/traverse/traverse/relay/internal/frames"
+)
+
+// How a TCP or TLS client's own data reaches its peer. pion reads every
+// stream connection in a goroutine of its own (readLoop, through its
+// STUNConn) and would parse each ChannelData frame, look the allocation up
+// under its lock and log on the way; streamConn.Read cuts the byte stream
+// into frames itself and relays what it can on the spot, in that same
+// goroutine, before pion sees it:
+//
+//   - ChannelData on a channel of the connection's allocation, and Send
+//     indications to a permitted peer, go straight to the relay socket under
+//     the same rules as a UDP client's (admit);
+//   - everything else — every request, and anything before the allocation
+//     exists — is handed to pion one whole frame at a time, so pion's
+//     framing finds nothing to reassemble.
+//
+// The way back (peers' data to the client) is streamout.go.
+
+// streamReadBuffer holds what one read from a client's connection returns.
+// A frame longer than it is passed over, as pion passes over anything larger
+// than its 1,600-byte read buffer.
+const streamReadBuffer = 4096
+
+// deadlineSlack is how far an allocated connection's idle deadline may lag
+// before it is pushed forward: moving a deadline costs a timer update, too
+// much to pay per frame.
+const deadlineSlack = time.Second
+
+// Read returns the next frame pion should handle. The frames the data path
+// relays itself never reach pion.
+func (c *streamConn) Read(b []byte) (int, error) {
+	for {
+		n, ok, err := c.nextForPion(b)
+		if ok || err != nil {
+			return n, err
+		}
+		// Counted before waiting, so the counters are never behind what
+		// a peer has seen: one set of metric adds per read, not per frame.
+		c.count.flush(c.s.metrics)
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// fill reads more of the stream into the buffer, under the connection's
+// deadline: the unauthenticated one until it allocates, then the idle one.
+func (c *streamConn) fill() error {
+	if c.rpos == c.rend {
+		c.rpos, c.rend = 0, 0
+	} else if c.rpos > 0 {
+		c.rend = copy(c.rbuf, c.rbuf[c.rpos:c.rend])
+		c.rpos = 0
+	}
+	deadline := c.accepted.Add(c.authWait)
+	if c.relay.Load() != nil || c.s.allocs.has(c.key) {
+		// Allocated: it counts against the quotas now, not its source's
+		// pending connections.
+		c.unpended.Do(c.unpend)
+		deadline = time.Now().Add(idleTimeout)
+	}
+	if d := deadline.Sub(c.deadline); d < 0 || d > deadlineSlack {
+		_ = c.Conn.SetReadDeadline(deadline)
+		c.deadline = deadline
+	}
+	n, err := c.Conn.Read(c.rbuf[c.rend:])
+	c.rend += n
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// nextForPion relays the buffered frames it can and copies the first one it
+// cannot into b. ok is false when the buffer holds no whole frame for pion.
+func (c *streamConn) nextForPion(b []byte) (n int, ok bool, err error) {
+	for {
+		if c.skip > 0 {
+			k := min(c.skip, c.rend-c.rpos)
+			c.skip -= k
+			c.rpos += k
+			if c.skip > 0 {
+				return 0, false, nil
+			}
+		}
+		avail := c.rbuf[c.rpos:c.rend]
+		size, channel, err := frames.StreamSize(avail)
+		if err != nil || size == 0 {
+			return 0, false, err
+		}
+		if size > len(c.rbuf) {
+			c.s.metrics.oversized.Inc()
+			c.skip = size
+			continue
+		}
+		if size > len(avail) {
+			return 0, false, nil
+		}
+		frame := avail[:size]
+		c.rpos += size
+		if channel {
+			if c.channelData(frame) {
+				continue
+			}
+		} else if c.stun(frame) {
+			continue
+		}
+		if size > len(b) { // pion drops it unread
+			c.s.metrics.oversized.Inc()
+			continue
+		}
+		return copy(b, frame), true, nil
+	}
+}
+
+// channelData relays ChannelData on one of the allocation's channels; false
+// leaves the frame to pion (no allocation of ours yet).
+func (c *streamConn) channelData(f []byte) bool {
+	rc := c.relay.Load()
+	if rc == nil {
+		return false
+	}
+	data, ch, ok := rc.routes.Load().channelData(f)
+	if !ok {
+		c.s.metrics.unroutable.Inc()
+		return true
+	}
+	if rc.admit(data, ch.peer, &c.count) {
+		_ = rc.send(data, &ch.sa)
+	}
+	return true
+}
+
+// stun relays a Send indication to a permitted peer and shows signed
+// requests to the key selector; false leaves the frame to pion.
+func (c *streamConn) stun(f []byte) bool {
+	switch t := frames.STUNType(f); {
+	case t == frames.TypeSendIndication:
+		rc := c.relay.Load()
+		if rc == nil {
+			return false
+		}
+		peer, data, sa, ok := rc.sendTarget(f)
+		if !ok {
+			return false // malformed: pion refuses it
+		}
+		if sa.Valid() && rc.admit(data, peer, &c.count) {
+			_ = rc.send(data, &sa)
+		}
+		return true
+	case t != 0 && t&0x0110 == 0 && c.s.multiSecret.Load(): // a request, maybe signed
+		c.s.signed.observe(c.key, f)
+	}
+	return false
+}
