@@ -362,19 +362,19 @@ func (sl *streamListener) authTimeout() time.Duration {
 }
 
 func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
-	var conn net.Conn = c
+	var conn net.Conn = newRawReadConn(c)
 	var seal *tls.Conn
 	var wire *wireConn
 	authWait := sl.authTimeout()
 	if sl.tlsCfg != nil {
 		_ = c.SetDeadline(time.Now().Add(min(sniffTimeout, authWait)))
-		br := bufio.NewReaderSize(c, 1600)
+		br := bufio.NewReaderSize(conn, 1600)
 		first, err := br.Peek(1)
 		if err != nil {
 			sl.drop(c, src)
 			return
 		}
-		conn = &peekedConn{Conn: c, r: br}
+		conn = &peekedConn{Conn: conn, r: br}
 		if first[0] == 0x16 {
 			wire = &wireConn{Conn: conn}
 			seal = tls.Server(wire, sl.tlsCfg)
