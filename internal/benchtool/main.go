@@ -50,6 +50,9 @@ type opts struct {
 	command                string
 	note                   string
 	parts                  map[string]bool // --only; empty means all
+	// profile is --profile's directory: each scenario's traverse writes its
+	// CPU profile there (profile.go); "" profiles nothing.
+	profile string
 }
 
 func main() {
@@ -73,6 +76,7 @@ func main() {
 	flag.StringVar(&o.command, "command", "scripts/bench", "the command line shown in the report")
 	flag.StringVar(&o.note, "note", "", "a remark on the run for the report (the machine's load, say)")
 	only := flag.String("only", "", "comma-separated parts to run (data, uclient, callmix, scale, alloc, binding, issuer); default all")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of traverse per scenario and round into this directory, and their tops to summary.txt there")
 	accounts := flag.Int("accounts", 0, "accounts in the issuer's store (default 10000, 2000 with --quick)")
 	flag.Parse()
 	o.parts = map[string]bool{}
@@ -154,6 +158,7 @@ type env struct {
 	fwdAddr   netip.AddrPort
 	issuers   []*issuerEnv // SQLite, PostgreSQL
 	pg        *pgtest.Cluster
+	profiles  []string // the CPU profiles written (--profile)
 }
 
 func (e *env) stop() {
@@ -184,6 +189,11 @@ func run(ctx context.Context, o opts) (err error) {
 		return err
 	}
 	e := &env{dir: dir}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	defer func() {
 		e.stop()
 		if err == nil {
@@ -234,6 +244,9 @@ func run(ctx context.Context, o opts) (err error) {
 		}
 		log.Printf("round %d/%d: %s first", round+1, o.rounds, pair[0].name)
 		for _, p := range []*proc{e.trav.proc, e.coturn.proc, e.fwd, e.peer, e.echo} {
+			if o.profile != "" && p == e.trav.proc {
+				continue // stopped: each scenario has its own (profile.go)
+			}
 			select {
 			case <-p.done:
 				return fmt.Errorf("%s (pid %d) exited during the run", p.name, p.pid())
@@ -255,7 +268,12 @@ func run(ctx context.Context, o opts) (err error) {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				t, done, err := e.profiledTarget(ctx, o, t, "data "+spec.String(), round)
+				if err != nil {
+					return err
+				}
 				r, err := runData(t, o, peer, peerAddr, spec)
+				done()
 				if err != nil {
 					rep.failed(t.name, spec.String(), err)
 					continue
@@ -279,7 +297,13 @@ func run(ctx context.Context, o opts) (err error) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					t, done, err := e.profiledTarget(ctx, o, t, "uclient "+spec.String(), round)
+					if err != nil {
+						errs[i] = err
+						return
+					}
 					res[i], errs[i] = runUclient(ctx, t, o, e.peerAddr, spec)
+					done()
 				}()
 				if !o.quick {
 					wg.Wait()
@@ -301,7 +325,12 @@ func run(ctx context.Context, o opts) (err error) {
 				if !o.runs("callmix") {
 					break
 				}
+				t, done, err := e.profiledTarget(ctx, o, t, fmt.Sprintf("callmix %d", n), round)
+				if err != nil {
+					return err
+				}
 				r, err := runCallMix(t, o, e.echoAddr, n, o.dur)
+				done()
 				if err != nil {
 					rep.failed(t.name, "call mix", err)
 					continue
@@ -315,7 +344,14 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("scale") {
 				break
 			}
-			steps, err := runScale(ctx, t.name, o, dir, e.cert, e.key, e.echoAddr, scaleSteps, o.scaleDur)
+			profile := ""
+			if t.name == "traverse" {
+				profile = o.profilePath("scale", round)
+			}
+			steps, err := runScale(ctx, t.name, o, dir, e.cert, e.key, e.echoAddr, scaleSteps, o.scaleDur, profile)
+			if profile != "" {
+				e.profiles = append(e.profiles, profile)
+			}
 			if err != nil {
 				rep.failed(t.name, "scale", err)
 			}
@@ -325,7 +361,12 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("alloc") {
 				break
 			}
+			t, done, err := e.profiledTarget(ctx, o, t, "alloc", round)
+			if err != nil {
+				return err
+			}
 			r, err := runAlloc(t, o, o.allocN, allocLevels, 10*time.Second)
+			done()
 			if err != nil {
 				rep.failed(t.name, "allocations", err)
 				continue
@@ -342,7 +383,12 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("binding") {
 				break
 			}
+			t, done, err := e.profiledTarget(ctx, o, t, "binding", round)
+			if err != nil {
+				return err
+			}
 			r, err := runBinding(t, o.bindingDur)
+			done()
 			if err != nil {
 				rep.failed(t.name, "STUN Binding", err)
 				continue
@@ -351,7 +397,13 @@ func run(ctx context.Context, o opts) (err error) {
 			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
 		}
 		for _, is := range e.issuers {
+			if err := is.profiled(ctx, o, e, round); err != nil {
+				return err
+			}
 			ir, err := runIssuer(ctx, is, dir, o.issuerDur)
+			if o.profile != "" {
+				is.srv.stop() // flushes the profile; the next round starts another
+			}
 			if err != nil {
 				rep.failed("traverse", "issuer "+is.backend, err)
 				continue
@@ -364,6 +416,11 @@ func run(ctx context.Context, o opts) (err error) {
 	rep.Seconds = time.Since(began).Seconds()
 	rep.finish()
 	log.Printf("done in %s", time.Since(began).Round(time.Second))
+	if o.profile != "" {
+		if err := writeProfileSummary(ctx, o, e.profiles); err != nil {
+			return err
+		}
+	}
 	return rep.write(o)
 }
 
