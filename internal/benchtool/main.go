@@ -77,6 +77,8 @@ func main() {
 	flag.StringVar(&o.note, "note", "", "a remark on the run for the report (the machine's load, say)")
 	only := flag.String("only", "", "comma-separated parts to run (data, uclient, callmix, scale, alloc, binding, issuer); default all")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of traverse per scenario and round into this directory, and their tops to summary.txt there")
+	seconds := flag.Float64("seconds", 0, "length of each data, call-mix and issuer run in seconds (default 4, 5 for the issuer; 1.5, 2 with --quick): longer runs give --profile more samples")
+	ucMessages := flag.Int("uclient-messages", 0, "messages per turnutils_uclient client, paced and saturated (default 400 and 2000; 100 and 200 with --quick)")
 	accounts := flag.Int("accounts", 0, "accounts in the issuer's store (default 10000, 2000 with --quick)")
 	flag.Parse()
 	o.parts = map[string]bool{}
@@ -90,6 +92,14 @@ func main() {
 	}
 	if o.traverse == "" {
 		log.Fatal("benchtool: --traverse is required")
+	}
+	if o.profile != "" {
+		// The servers write there, from the directories they run in.
+		abs, err := filepath.Abs(o.profile)
+		if err != nil {
+			log.Fatalf("benchtool: --profile: %v", err)
+		}
+		o.profile = abs
 	}
 	o.secret = "bench-secret-0123456789abcdef"
 	// Below Linux's ephemeral ports (32768-60999): the load generator's
@@ -129,6 +139,13 @@ func main() {
 	}
 	if *accounts > 0 {
 		o.accounts = *accounts
+	}
+	if *seconds > 0 {
+		o.dur = time.Duration(*seconds * float64(time.Second))
+		o.issuerDur = max(o.dur, time.Second) // wrk counts whole seconds
+	}
+	if *ucMessages > 0 {
+		o.ucN, o.ucSatN = *ucMessages, *ucMessages
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -268,7 +285,7 @@ func run(ctx context.Context, o opts) (err error) {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				t, done, err := e.profiledTarget(ctx, o, t, "data "+spec.String(), round)
+				t, done, err := e.profiledTarget(ctx, o, t, spec.profileName(), round)
 				if err != nil {
 					return err
 				}
@@ -297,7 +314,7 @@ func run(ctx context.Context, o opts) (err error) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					t, done, err := e.profiledTarget(ctx, o, t, "uclient "+spec.String(), round)
+					t, done, err := e.profiledTarget(ctx, o, t, spec.profileName(), round)
 					if err != nil {
 						errs[i] = err
 						return

@@ -52,6 +52,28 @@ func slug(s string) string {
 	return b.String()
 }
 
+// profileName names a uclient scenario's profile: uclient-paced-udp, say.
+func (u ucSpec) profileName() string {
+	load := "paced"
+	if u.saturated {
+		load = "saturated"
+	}
+	return "uclient " + load + " " + u.transport
+}
+
+// profileName names a data scenario's profile: data-channel-100-paced, say.
+func (d dataSpec) profileName() string {
+	load := "paced"
+	if d.rate == 0 {
+		load = "saturated"
+	}
+	s := fmt.Sprintf("data %s %d %s", d.mode, d.size, load)
+	if d.cPeer {
+		s += " turnutils_peer"
+	}
+	return s
+}
+
 // profiledTarget returns t unchanged, and a no-op, unless --profile is on and
 // t is traverse's shared relay: then a fresh relay server laid out the same,
 // writing the scenario's profile, and the function that stops it (which
