@@ -85,7 +85,7 @@ func startIssuer(ctx context.Context, bin, dir string, o opts, pg *pgtest.Cluste
 // profiled replaces the issuer's server, with --profile, by one that writes
 // this round's profile; the caller stops it after the round. The store,
 // and so the credentials, stay.
-func (e *issuerEnv) profiled(ctx context.Context, o opts, env *env, round int) error {
+func (e *issuerEnv) profiled(ctx context.Context, o opts, round int) error {
 	if o.profile == "" {
 		return nil
 	}
@@ -96,7 +96,6 @@ func (e *issuerEnv) profiled(ctx context.Context, o opts, env *env, round int) e
 		return fmt.Errorf("issuer on %s: %w", e.backend, err)
 	}
 	e.srv = s
-	env.profiles = append(env.profiles, path)
 	return nil
 }
 

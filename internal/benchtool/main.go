@@ -52,7 +52,8 @@ type opts struct {
 	parts                  map[string]bool // --only; empty means all
 	// profile is --profile's directory: each scenario's traverse writes its
 	// CPU profile there (profile.go); "" profiles nothing.
-	profile string
+	profile  string
+	profiles *profileLog // the profiles written
 }
 
 func main() {
@@ -101,6 +102,7 @@ func main() {
 		}
 		o.profile = abs
 	}
+	o.profiles = &profileLog{}
 	o.secret = "bench-secret-0123456789abcdef"
 	// Below Linux's ephemeral ports (32768-60999): the load generator's
 	// thousands of client sockets take those, and a relay range there would
@@ -175,7 +177,6 @@ type env struct {
 	fwdAddr   netip.AddrPort
 	issuers   []*issuerEnv // SQLite, PostgreSQL
 	pg        *pgtest.Cluster
-	profiles  []string // the CPU profiles written (--profile)
 }
 
 func (e *env) stop() {
@@ -366,9 +367,7 @@ func run(ctx context.Context, o opts) (err error) {
 				profile = o.profilePath("scale", round)
 			}
 			steps, err := runScale(ctx, t.name, o, dir, e.cert, e.key, e.echoAddr, scaleSteps, o.scaleDur, profile)
-			if profile != "" {
-				e.profiles = append(e.profiles, profile)
-			}
+
 			if err != nil {
 				rep.failed(t.name, "scale", err)
 			}
@@ -414,12 +413,13 @@ func run(ctx context.Context, o opts) (err error) {
 			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
 		}
 		for _, is := range e.issuers {
-			if err := is.profiled(ctx, o, e, round); err != nil {
+			if err := is.profiled(ctx, o, round); err != nil {
 				return err
 			}
 			ir, err := runIssuer(ctx, is, dir, o.issuerDur)
 			if o.profile != "" {
-				is.srv.stop() // flushes the profile; the next round starts another
+				// Flushes the profile; the next round starts another.
+				o.profiles.stopProfiled(is.srv.proc, o.profilePath("issuer "+is.backend, round))
 			}
 			if err != nil {
 				rep.failed("traverse", "issuer "+is.backend, err)
@@ -434,7 +434,7 @@ func run(ctx context.Context, o opts) (err error) {
 	rep.finish()
 	log.Printf("done in %s", time.Since(began).Round(time.Second))
 	if o.profile != "" {
-		if err := writeProfileSummary(ctx, o, e.profiles); err != nil {
+		if err := writeProfileSummary(ctx, o); err != nil {
 			return err
 		}
 	}

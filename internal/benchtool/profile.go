@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -17,7 +18,34 @@ import (
 // the scenario ends, so each profile holds that scenario and its start-up
 // only. The shared relay server is stopped for the whole run, so that two
 // processes never hold the relay range. At the end DIR/summary.txt gets the
-// top of each profile, from `go tool pprof -top`.
+// top of each profile, from `go tool pprof -top`, and the CPU the process
+// used in all by /proc: the profiler samples on the kernel's CPU timers,
+// which see little of a thread that runs in bursts of microseconds between
+// sleeps (a paced scenario's), so its samples can fall well short of that.
+
+// profileLog lists the profiles written, with the CPU their process used.
+type profileLog struct {
+	mu   sync.Mutex
+	list []writtenProfile
+}
+
+type writtenProfile struct {
+	path   string
+	cpuSec float64 // utime+stime of the whole process; <0: unknown
+}
+
+// stopProfiled reads p's CPU time, stops it (which flushes its profile to
+// path) and lists the profile.
+func (l *profileLog) stopProfiled(p *proc, path string) {
+	cpu := -1.0
+	if t, err := cpuTicks(p.pid()); err == nil {
+		cpu = float64(t) * tickSeconds
+	}
+	p.stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, writtenProfile{path, cpu})
+}
 
 // profilePath is the profile file of a scenario in a round ("" without
 // --profile): DIR/<slug>.pprof, with "-r<N>" before ".pprof" from the second
@@ -90,20 +118,24 @@ func (e *env) profiledTarget(ctx context.Context, o opts, t target, scenario str
 	if err != nil {
 		return t, func() {}, err
 	}
-	e.profiles = append(e.profiles, path)
 	p := t
 	p.addr, p.tls, p.server = s.udp, s.tls, s.proc
-	return p, s.stop, nil
+	return p, func() { o.profiles.stopProfiled(s.proc, path) }, nil
 }
 
 // writeProfileSummary writes DIR/summary.txt: for each profile written, the
 // top functions by flat CPU time (`go tool pprof -top -nodecount=12`).
-func writeProfileSummary(ctx context.Context, o opts, profiles []string) error {
+func writeProfileSummary(ctx context.Context, o opts) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CPU profiles of traverse, one per scenario and round (%s); top %d functions by flat time.\n",
+	fmt.Fprintf(&b, "CPU profiles of traverse, one per scenario and round (%s); top %d functions by flat time.\n"+
+		"Compare each profile's \"Total samples\" with the process's CPU: paced scenarios' short bursts are under-sampled.\n",
 		time.Now().UTC().Format(time.RFC3339), profileTop)
-	for _, p := range profiles {
-		fmt.Fprintf(&b, "\n== %s\n", filepath.Base(p))
+	o.profiles.mu.Lock()
+	profiles := o.profiles.list
+	o.profiles.mu.Unlock()
+	for _, wp := range profiles {
+		p := wp.path
+		fmt.Fprintf(&b, "\n== %s (the process used %.2f s of CPU in all)\n", filepath.Base(p), wp.cpuSec)
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		out, err := exec.CommandContext(cctx, "go", "tool", "pprof", "-top",
 			fmt.Sprintf("-nodecount=%d", profileTop), o.traverse, p).CombinedOutput()

@@ -58,7 +58,11 @@ func startScaleServer(ctx context.Context, name string, o opts, dir, cert, key, 
 		if err != nil {
 			return target{}, nil, err
 		}
-		return target{name: name, kind: "turn", addr: s.udp, server: s.proc}, s.stop, nil
+		stop := s.stop
+		if profile != "" {
+			stop = func() { o.profiles.stopProfiled(s.proc, profile) }
+		}
+		return target{name: name, kind: "turn", addr: s.udp, server: s.proc}, stop, nil
 	}
 	s, err := startCoturn(dir, o, o.scalePorts, cert, key)
 	if err != nil {
