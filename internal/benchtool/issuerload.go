@@ -27,6 +27,8 @@ type issuerEnv struct {
 	backend string // "SQLite", "PostgreSQL"
 	srv     *traverseServer
 	creds   [][2]string // account SID, auth token
+	// dir and dsn start the server again (profiled).
+	dir, dsn string
 }
 
 // startIssuer fills a store with n accounts, directly through store.Store
@@ -75,8 +77,26 @@ func startIssuer(ctx context.Context, bin, dir string, o opts, pg *pgtest.Cluste
 	if err := <-errs; err != nil {
 		return nil, fmt.Errorf("fill the %s store: %w", e.backend, err)
 	}
+	e.dir, e.dsn = dir, dsn
 	e.srv, err = startTraverse(ctx, bin, dir, o, travSetup{issuer: true, dsn: dsn})
 	return e, err
+}
+
+// profiled replaces the issuer's server, with --profile, by one that writes
+// this round's profile; the caller stops it after the round. The store,
+// and so the credentials, stay.
+func (e *issuerEnv) profiled(ctx context.Context, o opts, round int) error {
+	if o.profile == "" {
+		return nil
+	}
+	e.srv.stop()
+	path := o.profilePath("issuer "+e.backend, round)
+	s, err := startTraverse(ctx, o.traverse, e.dir, o, travSetup{issuer: true, dsn: e.dsn, profile: path})
+	if err != nil {
+		return fmt.Errorf("issuer on %s: %w", e.backend, err)
+	}
+	e.srv = s
+	return nil
 }
 
 func randomHex(n int) string {

@@ -50,6 +50,10 @@ type opts struct {
 	command                string
 	note                   string
 	parts                  map[string]bool // --only; empty means all
+	// profile is --profile's directory: each scenario's traverse writes its
+	// CPU profile there (profile.go); "" profiles nothing.
+	profile  string
+	profiles *profileLog // the profiles written
 }
 
 func main() {
@@ -73,6 +77,9 @@ func main() {
 	flag.StringVar(&o.command, "command", "scripts/bench", "the command line shown in the report")
 	flag.StringVar(&o.note, "note", "", "a remark on the run for the report (the machine's load, say)")
 	only := flag.String("only", "", "comma-separated parts to run (data, uclient, callmix, scale, alloc, binding, issuer); default all")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of traverse per scenario and round into this directory, and their tops to summary.txt there")
+	seconds := flag.Float64("seconds", 0, "length of each data, call-mix and issuer run in seconds (default 4, 5 for the issuer; 1.5, 2 with --quick): longer runs give --profile more samples")
+	ucMessages := flag.Int("uclient-messages", 0, "messages per turnutils_uclient client, paced and saturated (default 400 and 2000; 100 and 200 with --quick)")
 	accounts := flag.Int("accounts", 0, "accounts in the issuer's store (default 10000, 2000 with --quick)")
 	flag.Parse()
 	o.parts = map[string]bool{}
@@ -87,6 +94,15 @@ func main() {
 	if o.traverse == "" {
 		log.Fatal("benchtool: --traverse is required")
 	}
+	if o.profile != "" {
+		// The servers write there, from the directories they run in.
+		abs, err := filepath.Abs(o.profile)
+		if err != nil {
+			log.Fatalf("benchtool: --profile: %v", err)
+		}
+		o.profile = abs
+	}
+	o.profiles = &profileLog{}
 	o.secret = "bench-secret-0123456789abcdef"
 	// Below Linux's ephemeral ports (32768-60999): the load generator's
 	// thousands of client sockets take those, and a relay range there would
@@ -125,6 +141,13 @@ func main() {
 	}
 	if *accounts > 0 {
 		o.accounts = *accounts
+	}
+	if *seconds > 0 {
+		o.dur = time.Duration(*seconds * float64(time.Second))
+		o.issuerDur = max(o.dur, time.Second) // wrk counts whole seconds
+	}
+	if *ucMessages > 0 {
+		o.ucN, o.ucSatN = *ucMessages, *ucMessages
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -184,6 +207,11 @@ func run(ctx context.Context, o opts) (err error) {
 		return err
 	}
 	e := &env{dir: dir}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	defer func() {
 		e.stop()
 		if err == nil {
@@ -234,6 +262,9 @@ func run(ctx context.Context, o opts) (err error) {
 		}
 		log.Printf("round %d/%d: %s first", round+1, o.rounds, pair[0].name)
 		for _, p := range []*proc{e.trav.proc, e.coturn.proc, e.fwd, e.peer, e.echo} {
+			if o.profile != "" && p == e.trav.proc {
+				continue // stopped: each scenario has its own (profile.go)
+			}
 			select {
 			case <-p.done:
 				return fmt.Errorf("%s (pid %d) exited during the run", p.name, p.pid())
@@ -255,7 +286,12 @@ func run(ctx context.Context, o opts) (err error) {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				t, done, err := e.profiledTarget(ctx, o, t, spec.profileName(), round)
+				if err != nil {
+					return err
+				}
 				r, err := runData(t, o, peer, peerAddr, spec)
+				done()
 				if err != nil {
 					rep.failed(t.name, spec.String(), err)
 					continue
@@ -279,7 +315,13 @@ func run(ctx context.Context, o opts) (err error) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					t, done, err := e.profiledTarget(ctx, o, t, spec.profileName(), round)
+					if err != nil {
+						errs[i] = err
+						return
+					}
 					res[i], errs[i] = runUclient(ctx, t, o, e.peerAddr, spec)
+					done()
 				}()
 				if !o.quick {
 					wg.Wait()
@@ -301,7 +343,12 @@ func run(ctx context.Context, o opts) (err error) {
 				if !o.runs("callmix") {
 					break
 				}
+				t, done, err := e.profiledTarget(ctx, o, t, fmt.Sprintf("callmix %d", n), round)
+				if err != nil {
+					return err
+				}
 				r, err := runCallMix(t, o, e.echoAddr, n, o.dur)
+				done()
 				if err != nil {
 					rep.failed(t.name, "call mix", err)
 					continue
@@ -315,7 +362,12 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("scale") {
 				break
 			}
-			steps, err := runScale(ctx, t.name, o, dir, e.cert, e.key, e.echoAddr, scaleSteps, o.scaleDur)
+			profile := ""
+			if t.name == "traverse" {
+				profile = o.profilePath("scale", round)
+			}
+			steps, err := runScale(ctx, t.name, o, dir, e.cert, e.key, e.echoAddr, scaleSteps, o.scaleDur, profile)
+
 			if err != nil {
 				rep.failed(t.name, "scale", err)
 			}
@@ -325,7 +377,12 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("alloc") {
 				break
 			}
+			t, done, err := e.profiledTarget(ctx, o, t, "alloc", round)
+			if err != nil {
+				return err
+			}
 			r, err := runAlloc(t, o, o.allocN, allocLevels, 10*time.Second)
+			done()
 			if err != nil {
 				rep.failed(t.name, "allocations", err)
 				continue
@@ -342,7 +399,12 @@ func run(ctx context.Context, o opts) (err error) {
 			if !o.runs("binding") {
 				break
 			}
+			t, done, err := e.profiledTarget(ctx, o, t, "binding", round)
+			if err != nil {
+				return err
+			}
 			r, err := runBinding(t, o.bindingDur)
+			done()
 			if err != nil {
 				rep.failed(t.name, "STUN Binding", err)
 				continue
@@ -351,7 +413,14 @@ func run(ctx context.Context, o opts) (err error) {
 			rep.add("STUN Binding requests/s", "binding", "/s", true, t.name, r)
 		}
 		for _, is := range e.issuers {
+			if err := is.profiled(ctx, o, round); err != nil {
+				return err
+			}
 			ir, err := runIssuer(ctx, is, dir, o.issuerDur)
+			if o.profile != "" {
+				// Flushes the profile; the next round starts another.
+				o.profiles.stopProfiled(is.srv.proc, o.profilePath("issuer "+is.backend, round))
+			}
 			if err != nil {
 				rep.failed("traverse", "issuer "+is.backend, err)
 				continue
@@ -364,6 +433,11 @@ func run(ctx context.Context, o opts) (err error) {
 	rep.Seconds = time.Since(began).Seconds()
 	rep.finish()
 	log.Printf("done in %s", time.Since(began).Round(time.Second))
+	if o.profile != "" {
+		if err := writeProfileSummary(ctx, o); err != nil {
+			return err
+		}
+	}
 	return rep.write(o)
 }
 

@@ -51,14 +51,18 @@ func raiseNoFile(want uint64) (uint64, error) {
 
 // startScaleServer starts a fresh traverse or coturn for a scale run, with
 // o.scalePorts as its relay range (the two never run at once).
-func startScaleServer(ctx context.Context, name string, o opts, dir, cert, key string) (target, func(), error) {
+func startScaleServer(ctx context.Context, name string, o opts, dir, cert, key, profile string) (target, func(), error) {
 	dir = filepath.Join(dir, "scale-"+name)
 	if name == "traverse" {
-		s, err := startTraverse(ctx, o.traverse, dir, o, travSetup{relay: true, ports: o.scalePorts})
+		s, err := startTraverse(ctx, o.traverse, dir, o, travSetup{relay: true, ports: o.scalePorts, profile: profile})
 		if err != nil {
 			return target{}, nil, err
 		}
-		return target{name: name, kind: "turn", addr: s.udp, server: s.proc}, s.stop, nil
+		stop := s.stop
+		if profile != "" {
+			stop = func() { o.profiles.stopProfiled(s.proc, profile) }
+		}
+		return target{name: name, kind: "turn", addr: s.udp, server: s.proc}, stop, nil
 	}
 	s, err := startCoturn(dir, o, o.scalePorts, cert, key)
 	if err != nil {
@@ -69,9 +73,10 @@ func startScaleServer(ctx context.Context, name string, o opts, dir, cert, key s
 
 // runScale brings a fresh server through the scale steps: at each it adds
 // allocations (channels to peer) up to the step, then runs light traffic on
-// all of them for dur and reads the server's RSS.
-func runScale(ctx context.Context, name string, o opts, dir, cert, key string, peer netip.AddrPort, steps []int, dur time.Duration) ([]scaleStep, error) {
-	t, stop, err := startScaleServer(ctx, name, o, dir, cert, key)
+// all of them for dur and reads the server's RSS. A traverse server writes
+// its CPU profile to profile when that is set (--profile).
+func runScale(ctx context.Context, name string, o opts, dir, cert, key string, peer netip.AddrPort, steps []int, dur time.Duration, profile string) ([]scaleStep, error) {
+	t, stop, err := startScaleServer(ctx, name, o, dir, cert, key, profile)
 	if err != nil {
 		return nil, err
 	}

@@ -158,6 +158,9 @@ type travSetup struct {
 	ports         [2]int // relay range
 	cert, key     string // TLS listener's certificate; none: no TLS
 	dsn           string // store; default SQLite in the data dir
+	// profile, when set, is the file this `traverse serve` writes its CPU
+	// profile to when it stops (TRAVERSE_CPU_PROFILE, for this process only).
+	profile string
 }
 
 func (t travSetup) config(dir string, o opts) (string, error) {
@@ -232,6 +235,7 @@ func startTraverse(ctx context.Context, bin, dir string, o opts, setup travSetup
 	}
 
 	cmd := exec.Command(bin, "serve", "-c", path)
+	cmd.Env = profileEnv(os.Environ(), setup.profile)
 	logf, err := os.Create(filepath.Join(dir, "traverse.log"))
 	if err != nil {
 		return nil, err
@@ -290,6 +294,22 @@ func startTraverse(ctx context.Context, bin, dir string, o opts, setup travSetup
 		return s, nil
 	}
 	return s, waitSTUN(s.udp, p, 10*time.Second)
+}
+
+// profileEnv is env with TRAVERSE_CPU_PROFILE set to path, or removed when
+// path is "": a profile asked of the bench's own environment would have
+// every server overwrite the same file.
+func profileEnv(env []string, path string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "TRAVERSE_CPU_PROFILE=") {
+			out = append(out, kv)
+		}
+	}
+	if path != "" {
+		out = append(out, "TRAVERSE_CPU_PROFILE="+path)
+	}
+	return out
 }
 
 // coturnServer is a running turnserver.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -78,5 +79,30 @@ func TestWALIndexHeader(t *testing.T) {
 	}
 	if n := vc.queries.Load() - q; n != 1 {
 		t.Fatalf("%d data_version queries after a commit, want 1", n)
+	}
+}
+
+// TestRowCacheFullDropsOne: a full cache drops one row for each new one, so
+// that lookups cycling through more rows than it holds still mostly hit
+// (emptying it whole left it empty of the rows about to be asked again).
+func TestRowCacheFullDropsOne(t *testing.T) {
+	c := newRowCache()
+	for i := range maxCached + 100 {
+		c.putAccount(1, store.Account{Sid: fmt.Sprintf("AC%032d", i)})
+	}
+	if n := len(c.accounts); n != maxCached {
+		t.Fatalf("cache holds %d rows, want %d", n, maxCached)
+	}
+	if _, ok := c.account(1, fmt.Sprintf("AC%032d", maxCached+99)); !ok {
+		t.Fatal("the row filed last is not in the cache")
+	}
+	// Filing a row already held drops nothing.
+	c.putAccount(1, store.Account{Sid: fmt.Sprintf("AC%032d", maxCached+99)})
+	if n := len(c.accounts); n != maxCached {
+		t.Fatalf("refiling a held row left %d rows, want %d", n, maxCached)
+	}
+	// Another data version empties it.
+	if _, ok := c.account(2, fmt.Sprintf("AC%032d", maxCached+99)); ok || len(c.accounts) != 0 {
+		t.Fatal("a new data version kept the old rows")
 	}
 }
