@@ -156,6 +156,12 @@ type Relay struct {
 	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listener.
 	// Default 0: one per core.
 	UDPSockets int `yaml:"udp_sockets"`
+	// AdaptiveProcs runs the whole process on one processor (GOMAXPROCS=1)
+	// while it uses less than 0.3 of a core, and on all of them once it
+	// uses 0.6: at light load a multi-processor Go runtime spends as much
+	// CPU waking threads as relaying. Off when the GOMAXPROCS environment
+	// variable is set. Default true.
+	AdaptiveProcs bool `yaml:"adaptive_procs"`
 	// Limits bound unauthenticated work per source.
 	Limits Limits `yaml:"limits"`
 }
@@ -342,13 +348,14 @@ func Default() Config {
 			ClockSkew: 30 * time.Second,
 		},
 		Relay: Relay{
-			Enabled:      true,
-			BindIP:       "0.0.0.0",
-			PublicIPSTUN: []string{"stun.l.google.com:19302", "stun.cloudflare.com:3478"},
-			Ports:        PortRange{Min: 49152, Max: 65535},
-			Quota:        Quota{PerUser: 10},
-			DrainTimeout: 10 * time.Second,
-			Limits:       Limits{PendingPerIP: 256},
+			Enabled:       true,
+			BindIP:        "0.0.0.0",
+			PublicIPSTUN:  []string{"stun.l.google.com:19302", "stun.cloudflare.com:3478"},
+			Ports:         PortRange{Min: 49152, Max: 65535},
+			Quota:         Quota{PerUser: 10},
+			DrainTimeout:  10 * time.Second,
+			AdaptiveProcs: true,
+			Limits:        Limits{PendingPerIP: 256},
 		},
 		Issuer: Issuer{
 			Enabled:         true,

@@ -27,6 +27,7 @@ import (
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/fleet"
 	"github.com/traverse/traverse/internal/pionlog"
+	"github.com/traverse/traverse/internal/procscale"
 	"github.com/traverse/traverse/publicip"
 	"github.com/traverse/traverse/relay"
 )
@@ -201,6 +202,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	if s.fleet != nil {
 		s.fleet.run()
+	}
+	if s.relay != nil && s.cfg.Relay.AdaptiveProcs {
+		if procscale.Pinned() {
+			s.log.Info("relay.adaptive_procs left off: the GOMAXPROCS environment variable is set")
+		} else {
+			pctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go procscale.Run(pctx, procscale.Options{Registerer: s.reg})
+		}
 	}
 	s.ready.Store(true)
 	s.logStarted()
