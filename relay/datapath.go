@@ -387,9 +387,9 @@ func (c *relayConn) readable(sh *shard) {
 			continue
 		}
 		var msg []byte
-		if num, ok := rt.byPeer[src]; ok {
+		if num, ok := rt.byPeer.get(src); ok {
 			msg = frames.ChannelData(buf, n, num) // padded, as a stream needs
-		} else if _, ok := rt.perms[src.Addr()]; ok {
+		} else if _, ok := rt.perms.get(src.Addr()); ok {
 			msg = frames.DataIndication(buf, n, src, sh.txid.Next())
 		} else {
 			c.s.metrics.unroutable.Inc()

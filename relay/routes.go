@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -26,9 +25,9 @@ type relayRoutes struct {
 	// data on its connection. With neither out nor stream, pion relays.
 	stream *streamConn
 
-	channels map[uint16]channelRoute   // by channel number
-	byPeer   map[netip.AddrPort]uint16 // channel number by peer
-	perms    map[netip.Addr]struct{}   // permitted peer IPs
+	channels routeSet[uint16, channelRoute]   // by channel number
+	byPeer   routeSet[netip.AddrPort, uint16] // channel number by peer
+	perms    routeSet[netip.Addr, struct{}]   // permitted peer IPs
 }
 
 // noRoutes is every relay socket's routes until pion reports its client.
@@ -42,7 +41,7 @@ type channelRoute struct {
 // channelData returns the payload of a client's ChannelData message p and
 // its channel's route; false when the allocation has no such channel.
 func (r *relayRoutes) channelData(p []byte) ([]byte, channelRoute, bool) {
-	ch, ok := r.channels[uint16(p[0])<<8|uint16(p[1])]
+	ch, ok := r.channels.get(uint16(p[0])<<8 | uint16(p[1]))
 	if !ok {
 		return nil, ch, false
 	}
@@ -58,7 +57,7 @@ func (c *relayConn) sendTarget(p []byte) (peer netip.AddrPort, data []byte, sa s
 	if !ok {
 		return peer, nil, sa, false
 	}
-	if _, permitted := c.routes.Load().perms[peer.Addr()]; !permitted {
+	if _, permitted := c.routes.Load().perms.get(peer.Addr()); !permitted {
 		c.s.metrics.unroutable.Inc()
 		return peer, nil, sa, true
 	}
@@ -198,15 +197,11 @@ func (s *Server) setPermission(relayAddr net.Addr, peer net.IP, on bool) {
 		return
 	}
 	rc.update(func(r *relayRoutes) {
-		r.perms = maps.Clone(r.perms)
-		if !on {
-			delete(r.perms, ip.Unmap())
-			return
+		if on {
+			r.perms = r.perms.with(ip.Unmap(), struct{}{})
+		} else {
+			r.perms = r.perms.without(ip.Unmap())
 		}
-		if r.perms == nil {
-			r.perms = map[netip.Addr]struct{}{}
-		}
-		r.perms[ip.Unmap()] = struct{}{}
 	})
 }
 
@@ -219,18 +214,14 @@ func (s *Server) setChannel(relayAddr, peer net.Addr, number uint16, on bool) {
 	}
 	ap := addrPort(peer)
 	rc.update(func(r *relayRoutes) {
-		r.channels, r.byPeer = maps.Clone(r.channels), maps.Clone(r.byPeer)
 		if !on {
-			delete(r.channels, number)
-			if r.byPeer[ap] == number {
-				delete(r.byPeer, ap)
+			r.channels = r.channels.without(number)
+			if n, ok := r.byPeer.get(ap); ok && n == number {
+				r.byPeer = r.byPeer.without(ap)
 			}
 			return
 		}
-		if r.channels == nil {
-			r.channels, r.byPeer = map[uint16]channelRoute{}, map[netip.AddrPort]uint16{}
-		}
-		r.channels[number] = channelRoute{peer: ap, sa: sockio.MakeSockaddr(ap, rc.sock.V6())}
-		r.byPeer[ap] = number
+		r.channels = r.channels.with(number, channelRoute{peer: ap, sa: sockio.MakeSockaddr(ap, rc.sock.V6())})
+		r.byPeer = r.byPeer.with(ap, number)
 	})
 }

@@ -109,7 +109,7 @@ func (a *liveAllocation) report() Allocation {
 	}
 	if rc := a.session.rc; rc != nil {
 		rt := rc.routes.Load()
-		out.Permissions, out.Channels = len(rt.perms), len(rt.channels)
+		out.Permissions, out.Channels = rt.perms.len(), rt.channels.len()
 		out.Traffic = rc.traffic.load()
 	}
 	return out
