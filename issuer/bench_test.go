@@ -22,14 +22,19 @@ func BenchmarkCreateToken(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		req := httptest.NewRequest("POST", path, strings.NewReader("Ttl=3600"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(a.Sid, a.AuthToken)
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != http.StatusCreated {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
+		mintToken(b, h, path, a.Sid, a.AuthToken)
+	}
+}
+
+// mintToken posts one Tokens request and fails b unless it is created.
+func mintToken(b *testing.B, h http.Handler, path, user, pass string) {
+	req := httptest.NewRequest("POST", path, strings.NewReader("Ttl=3600"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(user, pass)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusCreated {
+		b.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 }
 
@@ -86,16 +91,7 @@ func BenchmarkCreateTokenManyAccounts(b *testing.B) {
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
-	mint := func(c cred) {
-		req := httptest.NewRequest("POST", c.path, strings.NewReader("Ttl=3600"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(c.user, c.pass)
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != http.StatusCreated {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
-	}
+	mint := func(c cred) { mintToken(b, h, c.path, c.user, c.pass) }
 	for _, c := range creds { // one pass to fill the caches
 		mint(c)
 	}
