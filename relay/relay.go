@@ -392,6 +392,7 @@ func (s *Server) Close() error {
 		close(s.stop)
 		s.wg.Wait()
 		var errs []error
+		s.endStreams(2 * time.Second)
 		if s.turn != nil {
 			// pion closes the sockets we handed it; ours wrap them.
 			_ = s.turn.Close()

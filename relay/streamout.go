@@ -317,3 +317,36 @@ func (t *streamTable) get(client, local netip.AddrPort) *streamConn {
 	t.mu.Unlock()
 	return sc
 }
+
+// all returns the connections in the table.
+func (t *streamTable) all() []*streamConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*streamConn, 0, len(t.m))
+	for _, sc := range t.m {
+		out = append(out, sc)
+	}
+	return out
+}
+
+func (t *streamTable) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// endStreams closes every TCP and TLS client's connection and waits, up to
+// limit, until pion's read loop for each has returned (it closes the
+// streamConn last, which takes it out of the table). pion closes its
+// allocation manager as soon as a listener stops, while those loops may
+// still be handling a request, and v4.1.4 starts a new permission's timer
+// outside its lock: closing the manager under it is a data race.
+func (s *Server) endStreams(limit time.Duration) {
+	for _, sc := range s.streams.all() {
+		_ = sc.raw.Close()
+	}
+	deadline := time.Now().Add(limit)
+	for s.streams.count() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
