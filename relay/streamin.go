@@ -65,6 +65,11 @@ func (c *streamConn) fill() error {
 		c.rend = copy(c.rbuf, c.rbuf[c.rpos:c.rend])
 		c.rpos = 0
 	}
+	if c.rend == len(c.rbuf) {
+		// Cannot happen: a frame longer than the buffer is passed over.
+		// Were it to, reading nothing forever would be worse than closing.
+		return frames.ErrNotFrame
+	}
 	deadline := c.accepted.Add(c.authWait)
 	if c.relay.Load() != nil || c.s.allocs.has(c.key) {
 		// Allocated: it counts against the quotas now, not its source's
