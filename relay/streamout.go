@@ -90,23 +90,27 @@ func newStreamOut(conn net.Conn, seal *tls.Conn, s *Server, fail func()) *stream
 	return o
 }
 
-// room reports whether p fits under limit; false counts nothing.
-func (o *streamOut) room(p []byte, limit int) (ok bool, err error) {
+// queue appends one message if what waits would stay under limit: as it
+// is on TCP (one lock), sealed in a record on TLS (the record comes back
+// through appendWire). queued is false when it did not fit.
+func (o *streamOut) queue(p []byte, limit int) (queued bool, err error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.closed {
+		o.mu.Unlock()
 		return false, net.ErrClosed
 	}
-	return len(o.pending)+len(p) <= limit, nil
-}
-
-// appendMsg queues one message: as it is on TCP, sealed in a record on TLS.
-func (o *streamOut) appendMsg(p []byte) error {
-	if o.seal != nil {
-		_, err := o.seal.Write(p) // the record comes back through appendWire
-		return err
+	fits := len(o.pending)+len(p) <= limit
+	if fits && o.seal == nil {
+		o.pending = append(o.pending, p...)
 	}
-	return o.appendWire(p)
+	o.mu.Unlock()
+	if !fits || o.seal == nil {
+		return fits, nil
+	}
+	if _, err := o.seal.Write(p); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // appendWire queues bytes for the wire.
@@ -124,31 +128,24 @@ func (o *streamOut) appendWire(p []byte) error {
 // peer, counting a drop when the client is too far behind. It reports
 // whether the queue now needs a push.
 func (o *streamOut) queueData(p []byte) bool {
-	ok, err := o.room(p, o.limit)
-	if err != nil {
-		return false
-	}
-	if !ok {
+	queued, err := o.queue(p, o.limit)
+	if err == nil && !queued {
 		o.m.streamQueueFull.Inc()
-		return false
 	}
-	return o.appendMsg(p) == nil
+	return queued
 }
 
 // queueAnswer queues one of pion's messages to the client and pushes it.
 // pion's answers may use twice the data's room, so a burst of media never
 // crowds out a ChannelBind or Refresh answer.
 func (o *streamOut) queueAnswer(p []byte) error {
-	ok, err := o.room(p, 2*o.limit)
+	queued, err := o.queue(p, 2*o.limit)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if !queued {
 		o.m.streamQueueFull.Inc()
 		return nil // dropped as a full buffer drops; the write timeout ends a stalled client
-	}
-	if err := o.appendMsg(p); err != nil {
-		return err
 	}
 	o.push()
 	return nil
