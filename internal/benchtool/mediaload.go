@@ -157,15 +157,10 @@ func (m *mediaClient) sendBurst(sb *msgBatch, j, k int, ts uint64) {
 // receiveMedia counts the echoes of every client from one epoll set until
 // stop is closed, keeping every round trip in rtts.
 func receiveMedia(mc []*mediaClient, epoch time.Time, stop <-chan struct{}, rtts *[]int64) error {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, ep, err := pollableEpoll()
 	if err != nil {
-		return os.NewSyscallError("epoll_create1", err)
+		return err
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		_ = unix.Close(epfd)
-		return os.NewSyscallError("fcntl", err)
-	}
-	ep := os.NewFile(uintptr(epfd), "epoll")
 	defer ep.Close()
 	for i, m := range mc {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}

@@ -21,15 +21,10 @@ import (
 // recvmmsg and one sendmmsg. It sends until end and counts what comes back
 // until stop.
 func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) error {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, ep, err := pollableEpoll()
 	if err != nil {
-		return os.NewSyscallError("epoll_create1", err)
+		return err
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		_ = unix.Close(epfd)
-		return os.NewSyscallError("fcntl", err)
-	}
-	ep := os.NewFile(uintptr(epfd), "epoll")
 	defer ep.Close()
 	fds := make([]int, len(clients))
 	for i, c := range clients {
@@ -133,4 +128,18 @@ func saturate(clients []*dataClient, window int, epoch, end, stop time.Time) err
 			}
 		}
 	}
+}
+
+// pollableEpoll makes an epoll set that Go's netpoller can wait on (as an
+// *os.File), so a load loop parks until one of its sockets is ready.
+func pollableEpoll() (int, *os.File, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return -1, nil, os.NewSyscallError("fcntl", err)
+	}
+	return epfd, os.NewFile(uintptr(epfd), "epoll"), nil
 }
