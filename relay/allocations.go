@@ -5,19 +5,32 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/traverse/traverse/internal/keyrate"
 )
 
-// liveAllocation is what the relay remembers of an allocation pion created:
-// enough to let its owner keep refreshing after the credential expires, to
-// refuse requests on it under another username, to count quotas and, under
-// auth.strict_expiry, to close it at expiry.
+// liveAllocation is an allocation: its TURN state (lifetime, the Allocate
+// that made it), and what the relay needs beyond it: to let its owner keep
+// refreshing after the credential expires, to refuse requests on it under
+// another username, to count quotas and, under auth.strict_expiry, to close
+// it at expiry. Its channels and permissions live in its relay socket's
+// routes (routes.go), where the data path reads them.
 type liveAllocation struct {
 	username  string
 	quotaKey  string    // the user part of a TURN REST username, or the static user
 	account   string    // the AccountSid of an issuer-minted username, else ""
-	expires   time.Time // zero for static users
+	expires   time.Time // the credential's expiry; zero for static users
 	relayAddr netip.AddrPort
 	session   session // what Allocations reports (sessions.go)
+
+	// TURN's own: the lifetime last granted and when it runs out (real
+	// time, time.Now), and the Allocate's transaction, answered again if
+	// the client sends it again.
+	lifetime time.Duration
+	ends     time.Time
+	txid     [stun.TransactionIDSize]byte
 }
 
 // allocTable indexes live allocations by the client's transport address
@@ -84,18 +97,31 @@ func (t *allocTable) has(key string) bool {
 	return ok
 }
 
-func (t *allocTable) add(key string, a liveAllocation) {
+// add enters a new allocation; false if key already has one.
+func (t *allocTable) add(key string, a liveAllocation) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.bySrc[key]; ok {
-		t.perUser[old.quotaKey]--
-		t.uncountAccount(old.account)
+	if _, ok := t.bySrc[key]; ok {
+		return false
 	}
 	t.bySrc[key] = &a
 	t.perUser[a.quotaKey]++
 	if a.account != "" {
 		t.perAccount[a.account]++
 	}
+	return true
+}
+
+// extend gives key's allocation a new lifetime from now; false if it has
+// none.
+func (t *allocTable) extend(key string, lifetime time.Duration, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.bySrc[key]
+	if ok {
+		a.lifetime, a.ends = lifetime, now.Add(lifetime)
+	}
+	return ok
 }
 
 func (t *allocTable) uncountAccount(account string) {
@@ -141,16 +167,32 @@ func (t *allocTable) len() int {
 	return len(t.bySrc)
 }
 
-// expired lists the relay addresses of allocations whose credential expired
-// before now.
-func (t *allocTable) expired(now time.Time) []netip.AddrPort {
+// find lists the keys of the allocations match selects.
+func (t *allocTable) find(match func(a *liveAllocation) bool) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []netip.AddrPort
-	for _, a := range t.bySrc {
-		if !a.expires.IsZero() && !now.Before(a.expires) {
-			out = append(out, a.relayAddr)
+	var out []string
+	for key, a := range t.bySrc {
+		if match(a) {
+			out = append(out, key)
 		}
 	}
 	return out
+}
+
+// relays lists the relay sockets of every allocation.
+func (t *allocTable) relays() []*relayConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*relayConn, 0, len(t.bySrc))
+	for _, a := range t.bySrc {
+		out = append(out, a.session.rc)
+	}
+	return out
+}
+
+// sourceOf is a client address's source: its IP, an IPv6 address cut to its
+// /64 (one host, or one office, usually holds a whole /64).
+func sourceOf(a net.Addr) netip.Addr {
+	return keyrate.Source(addrPort(a).Addr())
 }

@@ -8,23 +8,21 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
-	"github.com/pion/turn/v4"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/traverse/traverse/auth"
-	"github.com/traverse/traverse/relay/peerpolicy"
 )
 
-// authenticate is pion's AuthHandler. pion calls it for Allocate and again
-// for every Refresh, CreatePermission and ChannelBind; it returns the
-// long-term key and pion checks MESSAGE-INTEGRITY with it.
+// authenticate returns the long-term key of a signed request m (Allocate,
+// Refresh, CreatePermission, ChannelBind) from username, or the reason it
+// refuses it; authorize then checks MESSAGE-INTEGRITY with the key.
 //
-// Beyond the credential format it enforces two things pion v4 leaves out:
+// Beyond the credential format it enforces two things:
 // a request on an existing allocation must carry the username that created
 // it, and (unless auth.strict_expiry) an expired TURN REST username is still
 // good for the allocation it created, so a live call is not dropped at expiry.
-func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
+func (s *Server) authenticate(username, realm string, src net.Addr, m *stun.Message) ([]byte, string) {
 	st := s.state.Load()
 	key := srcKey(src)
 	live, hasLive := s.allocs.get(key)
@@ -32,49 +30,33 @@ func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, boo
 	// guesser learns nothing, even from the right password. The owner of a
 	// live allocation keeps refreshing it: the password was proven.
 	if !(hasLive && live.username == username) && s.guesses.Blocked(sourceOf(src), s.now()) {
-		s.refuse(AuthRateLimited, src)
-		s.signed.take(key, username)
-		return nil, false
+		return nil, s.refuse(AuthRateLimited, src)
 	}
 	if realm != s.realm {
-		s.refuse(AuthWrongRealm, src)
-		s.signed.take(key, username)
-		return nil, false
+		return nil, s.refuse(AuthWrongRealm, src)
 	}
 	if s.isRevoked(username) {
-		s.refuse(AuthRevoked, src)
-		s.signed.take(key, username)
-		return nil, false
+		return nil, s.refuse(AuthRevoked, src)
 	}
 	if hasLive && live.username != username {
-		s.refuse(AuthOwnerMismatch, src)
-		s.signed.take(key, username)
-		return nil, false
+		return nil, s.refuse(AuthOwnerMismatch, src)
 	}
 
 	if k, ok := st.userKeys[username]; ok {
-		s.signed.take(key, username)
-		return k, true
+		return k, ""
 	}
 
 	_, _, err := auth.CheckUsername(username, s.now(), st.policy)
 	if err != nil {
 		grace := errors.Is(err, auth.ErrExpired) && hasLive && !st.strictExpiry
 		if !grace {
-			s.refuse(reasonOf(err), src)
-			s.signed.take(key, username)
-			return nil, false
+			return nil, s.refuse(reasonOf(err), src)
 		}
 	}
 	if st.secrets.Len() == 0 {
-		s.refuse(AuthUnknownUser, src)
-		return nil, false
+		return nil, s.refuse(AuthUnknownUser, src)
 	}
-	var msg *stun.Message
-	if st.secrets.Len() > 1 {
-		msg = s.signed.take(key, username)
-	}
-	return selectKey(username, realm, st.secrets.Passwords(username), msg), true
+	return selectKey(username, realm, st.secrets.Passwords(username), m), ""
 }
 
 // Failed TURN authentications allowed per source (an IP, an IPv6 /64):
@@ -90,10 +72,10 @@ const (
 
 // refuse counts a refusal and, unless it is an owner mismatch (no guess),
 // spends from the source's failure budget; the details go to debug only,
-// because anyone can send a bad credential and must not fill the logs.
-func (s *Server) refuse(reason string, src net.Addr) {
+// because anyone can send a bad credential and must not fill the logs. It
+// returns reason.
+func (s *Server) refuse(reason string, src net.Addr) string {
 	s.metrics.auth.WithLabelValues(reason).Inc()
-	s.refusals.mark(srcKey(src), reason == AuthOwnerMismatch, time.Now())
 	if ce := s.log.Check(zap.DebugLevel, "auth refused"); ce != nil {
 		ce.Write(zap.String("reason", reason), zap.Stringer("client", src))
 	}
@@ -108,6 +90,7 @@ func (s *Server) refuse(reason string, src net.Addr) {
 	default:
 		s.guesses.Spend(source, now)
 	}
+	return reason
 }
 
 func reasonOf(err error) string {
@@ -122,18 +105,8 @@ func reasonOf(err error) string {
 	return AuthUnknownUser
 }
 
-// onAuth is pion's verdict after the MESSAGE-INTEGRITY check: a false here
-// means the password was wrong.
-func (s *Server) onAuth(src, _ net.Addr, _, _, _ string, _ string, verdict bool) {
-	if verdict {
-		s.metrics.authOK.Inc()
-		return
-	}
-	s.refuse(AuthBadPassword, src)
-}
-
-// quota is pion's QuotaHandler, asked before an allocation is made.
-func (s *Server) quota(username, _ string, _ net.Addr) bool {
+// quota is asked before an allocation is made (486 when it says no).
+func (s *Server) quota(username string) bool {
 	st := s.state.Load()
 	switch {
 	case s.draining.Load():
@@ -193,13 +166,8 @@ func quotaKey(username string, st *state) string {
 	return user
 }
 
-// permit is pion's PermissionHandler for CreatePermission and ChannelBind.
-func (s *Server) permit(_ net.Addr, peer net.IP) bool {
-	ip, ok := netip.AddrFromSlice(peer)
-	if !ok {
-		s.metrics.peerDenied.WithLabelValues(peerpolicy.DenyBuiltin).Inc()
-		return false
-	}
+// permit applies the peer policy to a CreatePermission or ChannelBind.
+func (s *Server) permit(ip netip.Addr) bool {
 	allowed, why := s.state.Load().peers.AllowIP(ip)
 	if !allowed {
 		s.metrics.peerDenied.WithLabelValues(why).Inc()
@@ -209,5 +177,3 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 	}
 	return allowed
 }
-
-var _ turn.AuthHandler = (*Server)(nil).authenticate

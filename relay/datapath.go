@@ -1,12 +1,13 @@
 package relay
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"golang.org/x/sys/unix"
 
@@ -14,30 +15,29 @@ import (
 	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
-// The data path moves relayed UDP media without pion. Each shard is one
-// goroutine with its own epoll set holding one socket of every UDP listener
-// (the kernel spreads clients over the SO_REUSEPORT sockets) and a share of
-// the relay sockets. On a wake-up it reads every ready socket in recvmmsg
-// batches and relays what it can on the spot:
+// The data path moves relayed UDP media. Each shard is one goroutine with
+// its own epoll set holding one socket of every UDP listener (the kernel
+// spreads clients over the SO_REUSEPORT sockets) and a share of the relay
+// sockets. On a wake-up it reads every ready socket in recvmmsg batches and
+// relays what it can on the spot:
 //
 //   - client -> peer: ChannelData and Send indications of a UDP allocation;
 //   - peer -> client: to a UDP client, as ChannelData when the peer has a
-//     channel, as a Data indication when it has a permission;
-//   - STUN Binding requests, answered as pion answers them.
+//     channel, as a Data indication when it has a permission; to a TCP or
+//     TLS client, on its connection's send queue (streamout.go);
+//   - STUN Binding requests.
 //
-// Everything else — every request that creates or changes state, and data
-// for allocations made over TCP or TLS — goes to pion through the inbox of
-// the PacketConn it reads. The relay tables the data path reads (which
-// client owns an allocation, its channels and permissions) are kept by
-// pion's own events, which pion raises before it answers the request that
-// caused them, so a client can never use a channel the data path does not
-// know yet. The per-datagram rules — the peer policy, the bandwidth cap,
-// the counters — are the same functions whichever path carries a datagram.
+// Everything else — every request that creates or changes state — goes to
+// the listener's control loop (control.go) through its inbox. The routes the
+// data path reads (which client owns an allocation, its channels and
+// permissions) are set by the control plane before it answers the request
+// that made them, so a client can never use a channel the data path does not
+// know yet. The per-datagram rules — the peer policy, the bandwidth cap, the
+// counters — are the same functions whichever path carries a datagram.
 //
-// Why: relaying through pion costs two goroutine wake-ups per round trip
-// (its listener read loop, then the allocation's read loop) plus its
-// per-packet allocations; coturn pays one epoll_wait per batch on one
-// thread. See docs/design.md.
+// Why: a goroutine wake-up per datagram (a read loop per listener and per
+// allocation, as pion/turn's server has) costs more than the relaying;
+// coturn pays one epoll_wait per batch on one thread. See docs/design.md.
 
 // shard is one data-path goroutine and its epoll set.
 type shard struct {
@@ -249,8 +249,8 @@ func (sh *shard) stop() {
 	_ = unix.Close(sh.wake)
 }
 
-// readable drains one batch from a listener socket: fast-path what it can,
-// hand the rest to pion.
+// readable drains one batch from a listener socket: relay what it can,
+// hand the rest to the control loop.
 func (u *udpListener) readable(sh *shard) {
 	b := sh.in
 	if !b.Recv(u.sock, 0) {
@@ -317,7 +317,7 @@ func (sh *shard) queueToPeer(rc *relayConn, p []byte, peer netip.AddrPort, sa *s
 }
 
 // sendIndication relays a client's Send indication to a permitted peer. It
-// returns false for one it cannot parse, which pion then refuses.
+// returns false for one it cannot parse, left to the control loop.
 func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bool {
 	rc := u.s.route(src, u.localAP)
 	if rc == nil {
@@ -332,7 +332,7 @@ func (u *udpListener) sendIndication(sh *shard, p []byte, src netip.AddrPort) bo
 }
 
 // answerBinding answers a Binding request with the client's reflexive
-// address, as pion does (XOR-MAPPED-ADDRESS and FINGERPRINT).
+// address (XOR-MAPPED-ADDRESS and FINGERPRINT).
 func (u *udpListener) answerBinding(sh *shard, req []byte, src netip.AddrPort) {
 	resp := frames.AppendBindingSuccess(sh.out[:0], req, src)
 	sa := sockio.MakeSockaddr(src, u.sock.V6())
@@ -341,8 +341,8 @@ func (u *udpListener) answerBinding(sh *shard, req []byte, src netip.AddrPort) {
 	}
 }
 
-// addrOf returns src as the *net.UDPAddr handed to pion, reusing the last
-// one made for that source (only the shard's goroutine calls it).
+// addrOf returns src as a *net.UDPAddr for the control loop, reusing the
+// last one made for that source (only the shard's goroutine calls it).
 func (u *udpListener) addrOf(src netip.AddrPort) *net.UDPAddr {
 	if a, ok := u.addrs[src]; ok {
 		return a
@@ -376,14 +376,8 @@ func (c *relayConn) readable(sh *shard) {
 			continue
 		}
 		if rt.out == nil && rt.stream == nil {
-			// A client pion relays for; before pion reports the
-			// allocation there is no inbox, and nothing may be relayed
-			// yet anyway.
-			if q := c.inbox.Load(); q != nil {
-				q.put(buf[frames.Headroom:frames.Headroom+n], c.addrOf(src))
-			} else {
-				c.s.metrics.unroutable.Inc()
-			}
+			// Before the allocation is answered: nothing may be relayed yet.
+			c.s.metrics.unroutable.Inc()
 			continue
 		}
 		var msg []byte
@@ -410,19 +404,8 @@ func (c *relayConn) readable(sh *shard) {
 	}
 }
 
-// addrOf returns src as a *net.UDPAddr for pion, reusing the last one.
-func (c *relayConn) addrOf(src netip.AddrPort) *net.UDPAddr {
-	if c.lastSrc == nil || c.lastSrcAP != src {
-		c.lastSrc, c.lastSrcAP = sockio.UDPAddr(src), src
-	}
-	return c.lastSrc
-}
-
-// inbox hands pion the datagrams the data path does not relay itself; pion
-// reads them through the PacketConn's ReadFrom. A full inbox drops, as a
-// full socket buffer would. The reader waits in a plain channel receive, not
-// a select: pion parks one goroutine per allocation here, and a select's
-// frame doubles that goroutine's stack to 4 KB.
+// inbox hands a listener's control loop the datagrams the data path does
+// not relay itself. A full inbox drops, as a full socket buffer would.
 type inbox struct {
 	ch     chan *inPacket
 	drops  prometheus.Counter

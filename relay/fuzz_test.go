@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -131,3 +132,51 @@ func FuzzStreamFrames(f *testing.F) {
 		_ = server.Close()
 	})
 }
+
+// FuzzControl hands the control plane arbitrary messages from one client,
+// seeded with signed requests it accepts (a nonce it made, the right key),
+// so that mutations reach past authentication: it must never panic, and
+// every answer must be a STUN message.
+func FuzzControl(f *testing.F) {
+	r, err := New(Options{Config: testConfig()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = r.Close() })
+	cred := mint(&testing.T{}, testSecret, "fuzz", time.Hour)
+	nonce := stun.NewNonce(r.nonces.make(time.Now()))
+	peer := netip.MustParseAddrPort("127.0.0.1:5000")
+	signed := func(method stun.Method, setters ...stun.Setter) []byte {
+		all := append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, setters...)
+		all = append(all, stun.NewUsername(cred.Username), stun.NewRealm("traverse"), nonce,
+			stun.NewLongTermIntegrity(cred.Username, "traverse", cred.Password), stun.Fingerprint)
+		m, err := stun.Build(all...)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return m.Raw
+	}
+	f.Add(signed(stun.MethodAllocate, turntest.RequestedUDP))
+	f.Add(signed(stun.MethodAllocate, turntest.RequestedUDP, stun.RawAttribute{Type: stun.AttrEvenPort, Value: []byte{0x80}}))
+	f.Add(signed(stun.MethodCreatePermission, turntest.PeerAddress(peer)))
+	f.Add(signed(stun.MethodChannelBind, stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{0x40, 0, 0, 0}}, turntest.PeerAddress(peer)))
+	f.Add(signed(stun.MethodRefresh, turntest.Lifetime(time.Minute)))
+	f.Add(signed(stun.MethodRefresh, turntest.Lifetime(0)))
+	f.Add(signed(stun.MethodBinding))
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	local := r.Addrs().UDP[0]
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var answers replies
+		r.control(append([]byte(nil), b...), src, local, &answers, nil)
+		for _, a := range answers {
+			if err := (&stun.Message{Raw: a}).Decode(); err != nil {
+				t.Fatalf("answer %x is not STUN: %v", a, err)
+			}
+		}
+	})
+}
+
+// replies collects the control plane's answers.
+type replies [][]byte
+
+func (r *replies) reply(b []byte, _ net.Addr) { *r = append(*r, append([]byte(nil), b...)) }

@@ -14,7 +14,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/traverse/traverse/relay/internal/frames"
 	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
@@ -106,29 +105,27 @@ func listenTCP(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-// udpListener is the PacketConn pion reads for one listener socket. A
-// data-path shard polls the socket and relays media itself; pion's read
-// loop gets the rest from the inbox. Writes are raw non-blocking sends.
-// While several secrets are configured it keeps a copy of each signed
-// request for the AuthHandler.
+// udpListener is one UDP listener socket. A data-path shard polls it and
+// relays media itself; the rest goes through the inbox to the listener's
+// control loop (serve). Answers are raw non-blocking sends.
 type udpListener struct {
 	s       *Server
 	sock    *sockio.UDPSocket
 	localAP netip.AddrPort
 	inbox   *inbox
 	replies *replyBatch
-	// addrs is the shard's cache of client addresses handed to pion.
+	// addrs is the shard's cache of client addresses for the control loop.
 	addrs map[netip.AddrPort]*net.UDPAddr
 }
 
-// replyBatch gathers pion's answers on one listener socket. pion's read loop
-// answers each request before it reads the next, so while requests are
+// replyBatch gathers the control loop's answers on one listener socket. The
+// loop answers each request before it reads the next, so while requests are
 // waiting its answers are queued, and they all go out in one sendmmsg when
 // the loop is about to wait (or the queue is full). While the loop waits,
 // any write goes out at once, so nothing is held back.
 type replyBatch struct {
 	mu      sync.Mutex
-	waiting bool // pion's read loop is waiting for a request
+	waiting bool // the control loop is waiting for a request
 	q       *sockio.SendQueue
 	bufs    [][]byte
 	failed  func(n int)
@@ -188,7 +185,7 @@ func (r *replyBatch) flushLocked() {
 	}
 }
 
-// listenerInbox is how many datagrams may wait for pion's read loop.
+// listenerInbox is how many datagrams may wait for the control loop.
 const listenerInbox = 1024
 
 func newUDPListener(s *Server, sock *sockio.UDPSocket) *udpListener {
@@ -197,37 +194,38 @@ func newUDPListener(s *Server, sock *sockio.UDPSocket) *udpListener {
 		replies: newReplyBatch(func(n int) { s.metrics.sendErrors.Add(float64(n)) })}
 }
 
-func (u *udpListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, ok, err := u.inbox.tryRead(p)
-	if !ok && err == nil {
-		u.replies.wait()
-		n, addr, err = u.inbox.read(p)
-		u.replies.busy()
+// serve is the listener's control loop: it handles what the data path
+// handed over, one request at a time, until the listener closes.
+func (u *udpListener) serve() {
+	buf := make([]byte, sockio.ReadBuffer)
+	local := u.sock.LocalAddr()
+	for {
+		n, addr, ok, err := u.inbox.tryRead(buf)
+		if !ok && err == nil {
+			u.replies.wait()
+			n, addr, err = u.inbox.read(buf)
+			u.replies.busy()
+		}
+		if err != nil {
+			return
+		}
+		u.s.control(buf[:n], addr, local, u, nil)
 	}
-	if err == nil && u.s.multiSecret.Load() {
-		u.s.signed.observe(srcKey(addr), p[:n])
-	}
-	return n, addr, err
 }
 
-// WriteTo sends pion's responses and relayed data to a client.
-func (u *udpListener) WriteTo(p []byte, addr net.Addr) (int, error) {
-	ua, ok := addr.(*net.UDPAddr)
+// reply sends an answer to a client.
+func (u *udpListener) reply(p []byte, to net.Addr) {
+	ua, ok := to.(*net.UDPAddr)
 	if !ok {
-		return 0, fmt.Errorf("relay: unexpected client address type %T", addr)
-	}
-	n := len(p)
-	if frames.IsErrorResponse(p) {
-		p = u.s.unauthorized(p, srcKey(addr))
+		return
 	}
 	sa := sockio.MakeSockaddr(ua.AddrPort(), u.sock.V6())
 	if u.replies.add(p, u.sock, &sa) {
-		return n, nil
+		return
 	}
 	if err := u.sock.SendTo(p, &sa); err != nil {
-		return 0, err
+		u.s.metrics.sendErrors.Inc()
 	}
-	return n, nil
 }
 
 func (u *udpListener) Close() error {
@@ -239,15 +237,8 @@ func (u *udpListener) Close() error {
 	return err
 }
 
-func (u *udpListener) LocalAddr() net.Addr { return u.sock.LocalAddr() }
-
-// Deadlines are not used by pion on its packet conns; reads end with Close.
-func (u *udpListener) SetDeadline(time.Time) error      { return nil }
-func (u *udpListener) SetReadDeadline(time.Time) error  { return nil }
-func (u *udpListener) SetWriteDeadline(time.Time) error { return nil }
-
-// streamListener hands pion TCP (or sniffed TLS) connections wrapped in a
-// streamConn. With a TLS config it tells TLS from plain TURN by the first
+// streamListener serves TCP (or sniffed TLS) connections, each wrapped in a
+// streamConn read by a goroutine of its own (serveStream). With a TLS config it tells TLS from plain TURN by the first
 // byte (0x16 starts a TLS handshake; STUN and ChannelData never do), as
 // coturn does, so one port serves both turn: and turns: URIs. The sniff and
 // handshake run off the accept loop so a slow client holds up no one.
@@ -256,7 +247,6 @@ type streamListener struct {
 	s      *Server
 	kind   string // "tcp" or "tls", for metrics and /readyz
 	tlsCfg *tls.Config
-	conns  chan net.Conn
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -265,7 +255,7 @@ type streamListener struct {
 }
 
 func newStreamListener(s *Server, l net.Listener, tlsCfg *tls.Config) *streamListener {
-	sl := &streamListener{Listener: l, s: s, kind: "tcp", tlsCfg: tlsCfg, conns: make(chan net.Conn), done: make(chan struct{}),
+	sl := &streamListener{Listener: l, s: s, kind: "tcp", tlsCfg: tlsCfg, done: make(chan struct{}),
 		max: int64(s.maxStreamConns)}
 	if tlsCfg != nil {
 		sl.kind = "tls"
@@ -288,7 +278,7 @@ func (sl *streamListener) acceptLoop() {
 	for {
 		c, err := sl.Listener.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) { // closed by us (Close, or pion's)
+			if errors.Is(err, net.ErrClosed) { // closed by us
 				sl.once.Do(func() { close(sl.done) })
 				return
 			}
@@ -399,32 +389,22 @@ func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 	if wire != nil {
 		wire.out = sc.out // from here on, records go through the queue
 	}
-	sl.s.streams.add(sc)
-	select {
-	case sl.conns <- sc:
-	case <-sl.done:
+	if !sl.s.streams.add(sc) { // the server is closing
 		_ = sc.Close()
+		return
 	}
+	sl.s.serveStream(sc)
 }
 
-// drop closes a connection that never reached pion.
+// drop closes a connection that was never served.
 func (sl *streamListener) drop(c net.Conn, src netip.Addr) {
 	_ = c.Close()
 	sl.open.Add(-1)
 	sl.s.pending.remove(src)
 }
 
-// Accept returns the next prepared connection.
-func (sl *streamListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-sl.conns:
-		return c, nil
-	case <-sl.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops accepting and waits for connections being prepared.
+// Close stops accepting and waits for the connections' goroutines, which
+// Server.Close has ended (endStreams).
 func (sl *streamListener) Close() error {
 	err := sl.Listener.Close()
 	sl.once.Do(func() { close(sl.done) })
@@ -440,17 +420,17 @@ type peekedConn struct {
 
 func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
-// streamConn is a client's TCP or TLS connection as pion reads it. Its Read
-// relays the client's data itself and hands pion the rest (streamin.go);
-// everything written to the client — pion's answers, and peers' data from
-// the data path — goes through its send queue (out, streamout.go). It also
-// closes connections that never allocate or go idle.
+// streamConn is a client's TCP or TLS connection. Its Read relays the
+// client's data itself and returns the rest for the control plane
+// (streamin.go); everything written to the client — answers, and peers'
+// data from the data path — goes through its send queue (out,
+// streamout.go). It also closes connections that never allocate or go idle.
 type streamConn struct {
 	net.Conn
 	raw      net.Conn // the TCP connection under TLS
 	s        *Server
 	key      string
-	tuple    clientKey // client and listener address, as pion reports them
+	tuple    clientKey // client and listener address
 	tls      bool
 	accepted time.Time
 	authWait time.Duration // unauthenticatedTimeout, or pressureTimeout
@@ -460,13 +440,13 @@ type streamConn struct {
 	unpend   func() // frees the source's pending slot, once
 	unpended sync.Once
 
-	// Read's state; only pion's read loop for this connection touches it.
+	// Read's state; only the connection's goroutine touches it.
 	rbuf       []byte // bytes read, rbuf[rpos:rend] not yet framed
 	rpos, rend int
 	skip       int       // bytes of an oversized frame still to pass over
 	deadline   time.Time // the read deadline last set
 	count      tally
-	// relay is the allocation's relay socket once pion has made it.
+	// relay is the allocation's relay socket once it is made.
 	relay atomic.Pointer[relayConn]
 }
 
@@ -484,15 +464,27 @@ func (c *streamConn) Close() error {
 	return err
 }
 
-// Write queues pion's answers (and any data pion relays itself) for the
-// client; it never waits for the client.
-func (c *streamConn) Write(b []byte) (int, error) {
-	n := len(b)
-	if frames.IsErrorResponse(b) {
-		b = c.s.unauthorized(b, c.key)
+// reply queues an answer for the client; it never waits for the client.
+func (c *streamConn) reply(b []byte, _ net.Addr) {
+	_ = c.out.queueAnswer(b) // a closed queue: the connection is ending
+}
+
+// serveStream reads a client's connection until it ends: the data path's
+// frames are relayed inside Read, the rest goes to the control plane. The
+// allocation ends with the connection: over TCP the connection is the
+// 5-tuple (RFC 8656 § 2).
+func (s *Server) serveStream(sc *streamConn) {
+	buf := make([]byte, streamReadBuffer)
+	local, remote := sc.LocalAddr(), sc.RemoteAddr()
+	for {
+		n, err := sc.Read(buf)
+		if err != nil {
+			break
+		}
+		s.control(buf[:n], remote, local, sc, sc)
 	}
-	if err := c.out.queueAnswer(b); err != nil {
-		return 0, err
+	if sc.relay.Load() != nil {
+		s.endAllocation(sc.key)
 	}
-	return n, nil
+	_ = sc.Close()
 }

@@ -56,7 +56,8 @@ type metrics struct {
 	inboxDrops                     prometheus.Counter
 	streamQueueFull                prometheus.Counter
 	oversized                      prometheus.Counter
-	authOK                         prometheus.Counter // pion's OnAuth, once per signed request
+	malformed                      prometheus.Counter
+	authOK                         prometheus.Counter // once per signed request that passed
 }
 
 const (
@@ -115,7 +116,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "traverse_relay_listeners_stopped_total", Help: "TCP/TLS listeners that stopped accepting for good; /readyz answers 503 naming them."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "traverse_relay_dropped_packets_total",
-			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind), stream_queue_full (a TCP or TLS client was too far behind), oversized (a TCP or TLS frame longer than any the relay reads)."},
+			Help: "Datagrams not relayed, by reason: no_route (no such allocation, channel or permission), send_error (the socket refused it, e.g. a full send buffer), inbox_full (the control path was behind), stream_queue_full (a TCP or TLS client was too far behind), oversized (a TCP or TLS frame longer than any the relay reads), malformed (a client's message that is not STUN)."},
 			[]string{"reason"}),
 	}
 	for _, r := range authResults {
@@ -145,6 +146,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.unroutable, m.sendErrors, m.inboxDrops = m.dropped.WithLabelValues("no_route"), m.dropped.WithLabelValues("send_error"), m.dropped.WithLabelValues("inbox_full")
 	m.streamQueueFull = m.dropped.WithLabelValues("stream_queue_full")
 	m.oversized = m.dropped.WithLabelValues("oversized")
+	m.malformed = m.dropped.WithLabelValues("malformed")
 	if reg != nil {
 		reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.permissionsActive, m.channelsActive,
 			m.auth, m.peerDenied, m.quotaRejected, m.bytes, m.packets, m.bandwidthDropped,

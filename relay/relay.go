@@ -1,9 +1,11 @@
-// Package relay runs traverse's STUN/TURN relay. It composes pion/turn v4: it
-// binds the listeners, turns config into a turn.ServerConfig, and plugs its
-// behaviour into pion's hooks — authentication (TURN REST and static users,
-// expiry grace, owner binding), the peer policy, quotas, events for metrics
-// — and into the relay sockets it hands pion, which count, cap and police
-// every datagram. TURN itself is pion's.
+// Package relay runs traverse's STUN/TURN relay: the listeners (UDP, TCP,
+// TLS), the data path that relays media (datapath.go, streamin.go,
+// streamout.go), and the control plane that answers TURN's requests and
+// keeps the allocations (control.go), with authentication (TURN REST and
+// static users, expiry grace, owner binding), the peer policy, quotas and
+// metrics. STUN messages are parsed and built with pion/stun; pion/turn
+// gives the long-term keys of static users, and its client is what the tests
+// drive, but its server is not used (control.go says why).
 package relay
 
 import (
@@ -18,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -38,8 +39,6 @@ type Options struct {
 	// so certificates can be reloaded.
 	TLS *tls.Config
 	Log *zap.Logger
-	// PionLog receives pion's own logs; nil discards them.
-	PionLog logging.LoggerFactory
 	// Registerer receives the relay's metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// AdminAddrs are the process's other sockets (issuer, metrics), which
@@ -48,8 +47,8 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// OnAllocationCreated and OnAllocationEnded, when set, hear of every
-	// allocation pion creates and deletes; Ended carries its final traffic.
-	// They are called on pion's goroutines and must not block.
+	// allocation made and ended; Ended carries its final traffic. They are
+	// called on the relay's goroutines and must not block.
 	OnAllocationCreated, OnAllocationEnded func(Allocation)
 }
 
@@ -90,18 +89,13 @@ type Server struct {
 	state       atomic.Pointer[state]
 	multiSecret atomic.Bool
 	draining    atomic.Bool
-	signed      signedRequests
-	refusals    refusals
-	nonces      *nonces
+	nonces      *nonceSigner
 	guesses     *keyrate.Limiter[netip.Addr] // failed authentications per source
 	guessWarn   *keyrate.Limiter[netip.Addr] // one warning a minute per source
 	allocs      *allocTable
 	revoked     atomic.Pointer[Revoked]
 	onCreated   func(Allocation)
 	onEnded     func(Allocation)
-
-	relaysMu sync.Mutex
-	relays   map[netip.AddrPort]*relayConn // by advertised address
 
 	// The UDP data path (datapath.go): its shards, the UDP listener sockets
 	// by bound address, and the UDP allocations by 5-tuple.
@@ -124,11 +118,11 @@ type Server struct {
 	deadMu sync.Mutex
 	dead   map[string]string
 
-	turn     *turn.Server
 	addrs    Addrs
 	closers  []func() error
 	stop     chan struct{}
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // expiryLoop
+	controls sync.WaitGroup // the UDP listeners' control loops
 	closeErr error
 	closed   sync.Once
 }
@@ -153,12 +147,9 @@ func New(opts Options) (_ *Server, err error) {
 		portPool:  portpool.New(cfg.Relay.Ports.Min, cfg.Relay.Ports.Max),
 		bindIP:    net.ParseIP(cfg.Relay.BindIP),
 		allocs:    newAllocTable(),
-		signed:    newSignedRequests(),
-		refusals:  newRefusals(),
-		nonces:    newNonces(),
+		nonces:    newNonceSigner(),
 		guesses:   keyrate.New[netip.Addr](guessRate, guessBurst, guessTableSize),
 		guessWarn: keyrate.New[netip.Addr](rate.Every(guessWarnEvery), 1, guessTableSize),
-		relays:    map[netip.AddrPort]*relayConn{},
 		routes:    routeTable{m: map[clientKey]*relayConn{}},
 
 		udpGroups: map[netip.AddrPort][]*udpListener{},
@@ -200,9 +191,8 @@ func New(opts Options) (_ *Server, err error) {
 		go sh.run()
 		s.closers = append(s.closers, func() error { sh.stop(); return nil })
 	}
-	gen := addressGenerator{s}
-	var pcs []turn.PacketConnConfig
-	var lcs []turn.ListenerConfig
+	var udpListeners []*udpListener
+	var streams []net.Listener // TCP, then TLS
 	for _, a := range cfg.Listen.UDP {
 		socks, err := listenUDP(a, sockets)
 		if err != nil {
@@ -216,7 +206,7 @@ func New(opts Options) (_ *Server, err error) {
 				return nil, err
 			}
 			s.udpGroups[ul.localAP] = append(s.udpGroups[ul.localAP], ul)
-			pcs = append(pcs, turn.PacketConnConfig{PacketConn: ul, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+			udpListeners = append(udpListeners, ul)
 		}
 		s.addrs.UDP = append(s.addrs.UDP, local)
 	}
@@ -227,7 +217,7 @@ func New(opts Options) (_ *Server, err error) {
 		}
 		s.closers = append(s.closers, l.Close)
 		s.addrs.TCP = append(s.addrs.TCP, l.Addr())
-		lcs = append(lcs, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+		streams = append(streams, l)
 	}
 	if opts.TLS != nil {
 		for _, a := range cfg.Listen.TLS {
@@ -237,7 +227,7 @@ func New(opts Options) (_ *Server, err error) {
 			}
 			s.closers = append(s.closers, l.Close)
 			s.addrs.TLS = append(s.addrs.TLS, l.Addr())
-			lcs = append(lcs, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+			streams = append(streams, l)
 		}
 	}
 
@@ -254,43 +244,24 @@ func New(opts Options) (_ *Server, err error) {
 	}
 	s.setState(st)
 
-	s.checkFDLimit(fdNeed(cfg, len(lcs), s.maxStreamConns))
+	s.checkFDLimit(fdNeed(cfg, len(streams), s.maxStreamConns))
 
-	// Wrap the stream listeners only now: their accept loops start at once.
-	tlsStart := len(lcs) - len(s.addrs.TLS)
-	for i := range lcs {
+	// Serve only now: the state is set.
+	for _, ul := range udpListeners {
+		s.controls.Add(1)
+		go func() {
+			defer s.controls.Done()
+			ul.serve()
+		}()
+	}
+	tlsStart := len(streams) - len(s.addrs.TLS)
+	for i, l := range streams {
 		var tc *tls.Config
 		if i >= tlsStart {
 			tc = turnTLSConfig(opts.TLS)
 		}
-		sl := newStreamListener(s, lcs[i].Listener, tc)
-		lcs[i].Listener = sl
+		sl := newStreamListener(s, l, tc)
 		s.closers = append(s.closers, sl.Close)
-	}
-
-	pionLog := opts.PionLog
-	if pionLog == nil {
-		pionLog = &logging.DefaultLoggerFactory{DefaultLogLevel: logging.LogLevelDisabled}
-	}
-	s.turn, err = turn.NewServer(turn.ServerConfig{
-		PacketConnConfigs: pcs,
-		ListenerConfigs:   lcs,
-		LoggerFactory:     pionLog,
-		Realm:             cfg.Realm,
-		AuthHandler:       s.authenticate,
-		QuotaHandler:      s.quota,
-		EventHandler: turn.EventHandler{
-			OnAuth:              s.onAuth,
-			OnAllocationCreated: s.onAllocationCreated,
-			OnAllocationDeleted: s.onAllocationDeleted,
-			OnPermissionCreated: s.onPermissionCreated,
-			OnPermissionDeleted: s.onPermissionDeleted,
-			OnChannelCreated:    s.onChannelCreated,
-			OnChannelDeleted:    s.onChannelDeleted,
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start turn server: %w", err)
 	}
 	s.wg.Add(1)
 	go s.expiryLoop()
@@ -369,7 +340,7 @@ func (s *Server) Addrs() Addrs { return s.addrs }
 func (s *Server) PublicIP() net.IP { return s.publicIP }
 
 // AllocationCount is the number of live allocations.
-func (s *Server) AllocationCount() int { return s.turn.AllocationCount() }
+func (s *Server) AllocationCount() int { return s.allocs.len() }
 
 // Drain stops taking new allocations (they get 486) and waits until the live
 // ones end or ctx is done.
@@ -386,31 +357,22 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 }
 
-// Close closes every listener and allocation.
+// Close closes every listener and ends every allocation (OnAllocationEnded
+// hears of each).
 func (s *Server) Close() error {
 	s.closed.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
 		var errs []error
 		s.endStreams(2 * time.Second)
-		if s.turn != nil {
-			// pion closes the sockets we handed it; ours wrap them.
-			_ = s.turn.Close()
-		}
 		for _, c := range s.closers {
 			if err := c(); err != nil && !errors.Is(err, net.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}
-		// Relay sockets of allocations pion has not torn down yet.
-		s.relaysMu.Lock()
-		var rest []*relayConn
-		for _, rc := range s.relays {
-			rest = append(rest, rc)
-		}
-		s.relaysMu.Unlock()
-		for _, rc := range rest {
-			_ = rc.Close()
+		s.controls.Wait()
+		for _, key := range s.allocs.find(func(*liveAllocation) bool { return true }) {
+			s.endAllocation(key)
 		}
 		s.closeErr = errors.Join(errs...)
 	})
@@ -422,51 +384,9 @@ func (s *Server) nextShard() *shard {
 	return s.shards[int(s.shardNext.Add(1))%len(s.shards)]
 }
 
-func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
-	s.routeClient(src, dst, relayAddr)
-	st := s.state.Load()
-	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), account: accountKey(username, st),
-		relayAddr: addrPort(relayAddr)}
-	if _, static := st.userKeys[username]; !static {
-		a.expires, _, _ = auth.ParseUsername(username)
-	}
-	a.session = s.newSession(src, dst, relayAddr)
-	s.allocs.add(srcKey(src), a)
-	s.metrics.allocationsActive.Inc()
-	s.metrics.created(a.session.transport).Inc()
-	if s.onCreated != nil {
-		s.onCreated(a.report())
-	}
-	if s.isRevoked(username) { // revoked between authentication and now
-		s.closeRelay(a.relayAddr)
-	}
-}
-
-func (s *Server) onAllocationDeleted(src, _ net.Addr, _, _, _ string) {
-	if a, ok := s.allocs.remove(srcKey(src)); ok {
-		s.metrics.allocationsActive.Dec()
-		if s.onEnded != nil {
-			s.onEnded(a.report())
-		}
-	}
-}
-
-// transportOf names a client's transport for the metrics: "udp", "tcp" or
-// "tls". pion labels every allocation "UDP", so it is read from the
-// client's address and connection instead (see clientStream).
-func (s *Server) transportOf(src, dst net.Addr) string {
-	if !clientStream(src) {
-		return "udp"
-	}
-	if sc := s.streams.get(addrPort(src), addrPort(dst)); sc != nil && sc.tls {
-		return "tls"
-	}
-	return "tcp"
-}
-
-// expiryLoop closes allocations whose credential expired, under
-// auth.strict_expiry. Closing the relay socket makes pion delete the
-// allocation.
+// expiryLoop ends, once a second, the allocations, permissions and channels
+// whose lifetime ran out, and under auth.strict_expiry the allocations whose
+// credential expired.
 func (s *Server) expiryLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -477,18 +397,29 @@ func (s *Server) expiryLoop() {
 			return
 		case <-t.C:
 		}
+		s.sweepLifetimes(time.Now(), monoNow())
 		if !s.state.Load().strictExpiry {
 			continue
 		}
-		for _, ra := range s.allocs.expired(s.now()) {
-			s.relaysMu.Lock()
-			rc := s.relays[ra]
-			s.relaysMu.Unlock()
-			if rc != nil {
-				_ = rc.Close()
+		now := s.now()
+		for _, key := range s.allocs.find(func(a *liveAllocation) bool {
+			return !a.expires.IsZero() && !now.Before(a.expires)
+		}) {
+			if s.endAllocation(key) {
 				s.metrics.expiredTornDown.Inc()
 			}
 		}
+	}
+}
+
+// sweepLifetimes ends what TURN's lifetimes say has ended by now (wall
+// clock, for allocations) and mono (monoNow, for permissions and channels).
+func (s *Server) sweepLifetimes(now time.Time, mono int64) {
+	for _, key := range s.allocs.find(func(a *liveAllocation) bool { return !now.Before(a.ends) }) {
+		s.endAllocation(key)
+	}
+	for _, rc := range s.allocs.relays() {
+		rc.expire(mono)
 	}
 }
 

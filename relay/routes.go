@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 
@@ -27,15 +26,16 @@ type relayRoutes struct {
 
 	channels routeSet[uint16, channelRoute]   // by channel number
 	byPeer   routeSet[netip.AddrPort, uint16] // channel number by peer
-	perms    routeSet[netip.Addr, struct{}]   // permitted peer IPs
+	perms    routeSet[netip.Addr, int64]      // permitted peer IPs, until a monoNow
 }
 
 // noRoutes is every relay socket's routes until pion reports its client.
 var noRoutes = &relayRoutes{}
 
 type channelRoute struct {
-	peer netip.AddrPort
-	sa   sockio.Sockaddr
+	peer  netip.AddrPort
+	sa    sockio.Sockaddr
+	until int64 // monoNow when it expires unless refreshed
 }
 
 // channelData returns the payload of a client's ChannelData message p and
@@ -65,12 +65,18 @@ func (c *relayConn) sendTarget(p []byte) (peer netip.AddrPort, data []byte, sa s
 }
 
 // update applies f to a copy of the routes and publishes it.
-func (c *relayConn) update(f func(r *relayRoutes)) {
+// update applies f to a copy of the routes and publishes it; false once the
+// relay socket is closed.
+func (c *relayConn) update(f func(r *relayRoutes)) bool {
 	c.routesMu.Lock()
 	defer c.routesMu.Unlock()
+	if c.gone {
+		return false
+	}
 	r := *c.routes.Load()
 	f(&r)
 	c.routes.Store(&r)
+	return true
 }
 
 // clientKey names a UDP allocation by its 5-tuple: the client's address and
@@ -103,54 +109,22 @@ func (s *Server) unroute(client, local netip.AddrPort, rc *relayConn) {
 	s.routes.mu.Unlock()
 }
 
-// relayConnAt finds the relay socket pion reports by its relayed address.
-func (s *Server) relayConnAt(relayAddr net.Addr) *relayConn {
-	if relayAddr == nil {
-		return nil
-	}
-	s.relaysMu.Lock()
-	rc := s.relays[addrPort(relayAddr)]
-	s.relaysMu.Unlock()
-	return rc
-}
-
-// clientStream reports whether a client reached us over TCP or TLS. pion v4
-// labels every allocation's protocol "UDP", stream clients' included, so the
-// label cannot be trusted; the client's address can: pion hands us the
-// connection's RemoteAddr, a *net.TCPAddr, for a stream client.
-func clientStream(src net.Addr) bool {
-	_, ok := src.(*net.TCPAddr)
-	return ok
-}
-
 // routeClient records a new allocation's client, so the data path relays
 // peers' data to it: as datagrams from the UDP listener socket for a UDP
 // client, through the connection's send queue for a TCP or TLS one.
-func (s *Server) routeClient(src, dst net.Addr, relayAddr net.Addr) {
-	rc := s.relayConnAt(relayAddr)
-	if rc == nil {
-		return
-	}
-	client, local := addrPort(src), addrPort(dst)
-	if clientStream(src) {
-		sc := s.streams.get(client, local)
-		if sc == nil {
-			// Not one of our connections: leave it to pion.
-			rc.inboxFor(relayInboxStream)
-			return
-		}
-		rc.inboxFor(relayInboxUDP)
-		rc.update(func(r *relayRoutes) { r.stream = sc })
+func (s *Server) routeClient(rc *relayConn, r *request) {
+	if sc := r.stream; sc != nil {
+		rc.update(func(rt *relayRoutes) { rt.stream = sc })
 		sc.relay.Store(rc)
 		return
 	}
-	rc.inboxFor(relayInboxUDP)
+	client, local := addrPort(r.src), addrPort(r.local)
 	out := s.listenerSocket(local, rc.sh.index)
 	if out == nil {
 		return
 	}
-	rc.update(func(r *relayRoutes) {
-		r.out, r.client, r.clientAP, r.localAP = out, sockio.MakeSockaddr(client, out.V6()), client, local
+	rc.update(func(rt *relayRoutes) {
+		rt.out, rt.client, rt.clientAP, rt.localAP = out, sockio.MakeSockaddr(client, out.V6()), client, local
 	})
 	s.routes.mu.Lock()
 	s.routes.m[clientKey{client, local}] = rc
@@ -168,60 +142,78 @@ func (s *Server) listenerSocket(local netip.AddrPort, shard int) *sockio.UDPSock
 	return group[shard%len(group)].sock
 }
 
-func (s *Server) onPermissionCreated(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
-	s.metrics.permissionsActive.Inc()
-	s.setPermission(relayAddr, peer, true)
-}
-
-func (s *Server) onPermissionDeleted(_, _ net.Addr, _, _, _ string, relayAddr net.Addr, peer net.IP) {
-	s.metrics.permissionsActive.Dec()
-	s.setPermission(relayAddr, peer, false)
-}
-
-func (s *Server) onChannelCreated(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
-	s.metrics.channelsActive.Inc()
-	s.setChannel(relayAddr, peer, number, true)
-}
-
-func (s *Server) onChannelDeleted(_, _ net.Addr, _, _, _ string, relayAddr, peer net.Addr, number uint16) {
-	s.metrics.channelsActive.Dec()
-	s.setChannel(relayAddr, peer, number, false)
-}
-
-// setPermission adds or removes a permitted peer IP in the routes of the
-// relay socket pion reports by relayAddr.
-func (s *Server) setPermission(relayAddr net.Addr, peer net.IP, on bool) {
-	ip, ok := netip.AddrFromSlice(peer)
-	rc := s.relayConnAt(relayAddr)
-	if !ok || rc == nil {
-		return
+// permit installs or refreshes a permission for peer IP ip until the
+// monotonic time until (monoNow).
+func (c *relayConn) permit(ip netip.Addr, until int64) {
+	added := false
+	if c.update(func(r *relayRoutes) {
+		_, had := r.perms.get(ip)
+		r.perms, added = r.perms.with(ip, until), !had
+	}) && added {
+		c.s.metrics.permissionsActive.Inc()
 	}
-	rc.update(func(r *relayRoutes) {
-		if on {
-			r.perms = r.perms.with(ip.Unmap(), struct{}{})
-		} else {
-			r.perms = r.perms.without(ip.Unmap())
-		}
-	})
 }
 
-// setChannel adds or removes a channel in the routes of the relay socket
-// pion reports by relayAddr.
-func (s *Server) setChannel(relayAddr, peer net.Addr, number uint16, on bool) {
-	rc := s.relayConnAt(relayAddr)
-	if rc == nil {
-		return
-	}
-	ap := addrPort(peer)
-	rc.update(func(r *relayRoutes) {
-		if !on {
-			r.channels = r.channels.without(number)
-			if n, ok := r.byPeer.get(ap); ok && n == number {
-				r.byPeer = r.byPeer.without(ap)
-			}
+// bind installs or refreshes channel number to peer until the monotonic
+// time until; false when the number is bound to another peer or the peer to
+// another number (RFC 8656 § 11.2).
+func (c *relayConn) bind(number uint16, peer netip.AddrPort, until int64) bool {
+	ok, added := true, false
+	c.update(func(r *relayRoutes) {
+		ch, had := r.channels.get(number)
+		n, peerHad := r.byPeer.get(peer)
+		if (had && ch.peer != peer) || (peerHad && n != number) {
+			ok = false
 			return
 		}
-		r.channels = r.channels.with(number, channelRoute{peer: ap, sa: sockio.MakeSockaddr(ap, rc.sock.V6())})
-		r.byPeer = r.byPeer.with(ap, number)
+		r.channels = r.channels.with(number, channelRoute{peer: peer, sa: sockio.MakeSockaddr(peer, c.sock.V6()), until: until})
+		r.byPeer = r.byPeer.with(peer, number)
+		added = !had
 	})
+	if added {
+		c.s.metrics.channelsActive.Inc()
+	}
+	return ok
+}
+
+// expire removes the permissions and channels whose time ran out by now.
+func (c *relayConn) expire(now int64) {
+	rt := c.routes.Load()
+	if !rt.anyExpired(now) {
+		return
+	}
+	var perms, chans int
+	c.update(func(r *relayRoutes) {
+		perms, chans = 0, 0
+		for ip, until := range r.perms.all() {
+			if until <= now {
+				r.perms = r.perms.without(ip)
+				perms++
+			}
+		}
+		for number, ch := range r.channels.all() {
+			if ch.until <= now {
+				r.channels = r.channels.without(number)
+				r.byPeer = r.byPeer.without(ch.peer)
+				chans++
+			}
+		}
+	})
+	c.s.metrics.permissionsActive.Sub(float64(perms))
+	c.s.metrics.channelsActive.Sub(float64(chans))
+}
+
+// anyExpired reports whether a permission or channel ran out by now.
+func (r *relayRoutes) anyExpired(now int64) bool {
+	for _, until := range r.perms.all() {
+		if until <= now {
+			return true
+		}
+	}
+	for _, ch := range r.channels.all() {
+		if ch.until <= now {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,9 @@
 package relay
 
-import "maps"
+import (
+	"iter"
+	"maps"
+)
 
 // routeSet is an immutable small map for an allocation's routes (channels,
 // permissions): a slice while it holds up to routeSetSmall entries, as
@@ -81,4 +84,23 @@ func (s routeSet[K, V]) without(k K) routeSet[K, V] {
 		}
 	}
 	return routeSet[K, V]{list: list}
+}
+
+// all yields every entry.
+func (s routeSet[K, V]) all() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		if s.m != nil {
+			for k, v := range s.m {
+				if !yield(k, v) {
+					return
+				}
+			}
+			return
+		}
+		for _, e := range s.list {
+			if !yield(e.k, e.v) {
+				return
+			}
+		}
+	}
 }

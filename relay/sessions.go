@@ -3,7 +3,6 @@ package relay
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -66,7 +65,7 @@ type Allocation struct {
 	Transport string
 	// Relay is the relayed transport address.
 	Relay netip.AddrPort
-	// Created is when pion made it; Expires is the credential's expiry
+	// Created is when it was made; Expires is the credential's expiry
 	// (zero for a static user).
 	Created, Expires time.Time
 	// Permissions and Channels are the live ones.
@@ -82,20 +81,34 @@ type session struct {
 	client    netip.AddrPort
 	transport string
 	created   time.Time
-	rc        *relayConn // nil if pion's relay socket is not ours
+	rc        *relayConn
 }
 
-func (s *Server) newSession(src, dst, relayAddr net.Addr) session {
+// newLiveAllocation is the table entry of an allocation r makes for
+// username on relay socket rc.
+func (s *Server) newLiveAllocation(r *request, username string, rc *relayConn) liveAllocation {
+	st := s.state.Load()
+	a := liveAllocation{username: username, quotaKey: quotaKey(username, st), account: accountKey(username, st),
+		relayAddr: rc.key}
+	if _, static := st.userKeys[username]; !static {
+		a.expires, _, _ = auth.ParseUsername(username)
+	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	ss := session{
+	a.session = session{
 		id:        "RA" + hex.EncodeToString(b[:]),
-		client:    addrPort(src),
-		transport: s.transportOf(src, dst),
+		client:    addrPort(r.src),
+		transport: "udp",
 		created:   s.now(),
-		rc:        s.relayConnAt(relayAddr),
+		rc:        rc,
 	}
-	return ss
+	if r.stream != nil {
+		a.session.transport = "tcp"
+		if r.stream.tls {
+			a.session.transport = "tls"
+		}
+	}
+	return a
 }
 
 // report makes the Allocation of a table entry.
@@ -107,11 +120,9 @@ func (a *liveAllocation) report() Allocation {
 	if _, user, err := auth.ParseUsername(a.username); err == nil && !a.expires.IsZero() {
 		out.Account, _ = auth.AccountOf(user)
 	}
-	if rc := a.session.rc; rc != nil {
-		rt := rc.routes.Load()
-		out.Permissions, out.Channels = rt.perms.len(), rt.channels.len()
-		out.Traffic = rc.traffic.load()
-	}
+	rt := a.session.rc.routes.Load()
+	out.Permissions, out.Channels = rt.perms.len(), rt.channels.len()
+	out.Traffic = a.session.rc.traffic.load()
 	return out
 }
 
@@ -134,10 +145,11 @@ func (s *Server) Allocations() []Allocation {
 // there was one. The client learns of it at its next request on the
 // allocation (437 Allocation Mismatch) or by the silence of its peers.
 func (s *Server) Kill(id string) bool {
-	if ra, ok := s.findSession(func(a *liveAllocation) bool { return a.session.id == id }); ok {
-		s.closeRelay(ra...)
-		s.metrics.killed.WithLabelValues(killKill).Inc()
-		return true
+	for _, key := range s.allocs.find(func(a *liveAllocation) bool { return a.session.id == id }) {
+		if s.endAllocation(key) {
+			s.metrics.killed.WithLabelValues(killKill).Inc()
+			return true
+		}
 	}
 	return false
 }
@@ -194,44 +206,18 @@ func (s *Server) SetRevoked(r *Revoked) int {
 	if r == nil {
 		return 0
 	}
-	ras, _ := s.findSession(func(a *liveAllocation) bool { return r.names(a.username) })
-	s.closeRelay(ras...)
-	s.metrics.killed.WithLabelValues(killRevoked).Add(float64(len(ras)))
-	return len(ras)
-}
-
-// findSession returns the relay addresses of the live allocations match
-// selects.
-func (s *Server) findSession(match func(a *liveAllocation) bool) ([]netip.AddrPort, bool) {
-	s.allocs.mu.Lock()
-	defer s.allocs.mu.Unlock()
-	var out []netip.AddrPort
-	for _, a := range s.allocs.bySrc {
-		if match(a) {
-			out = append(out, a.relayAddr)
+	n := 0
+	for _, key := range s.allocs.find(func(a *liveAllocation) bool { return r.names(a.username) }) {
+		if s.endAllocation(key) {
+			n++
 		}
 	}
-	return out, len(out) > 0
-}
-
-// closeRelay closes the relay sockets at ras; pion then deletes their
-// allocations.
-func (s *Server) closeRelay(ras ...netip.AddrPort) {
-	for _, ra := range ras {
-		s.relaysMu.Lock()
-		rc := s.relays[ra]
-		s.relaysMu.Unlock()
-		if rc != nil {
-			_ = rc.Close()
-		}
-	}
+	s.metrics.killed.WithLabelValues(killRevoked).Add(float64(n))
+	return n
 }
 
 // PortsInUse is the number of relay ports held by allocations, and the size
 // of relay.ports.
 func (s *Server) PortsInUse() (used, total int) {
-	s.relaysMu.Lock()
-	used = len(s.relays)
-	s.relaysMu.Unlock()
-	return used, s.ports.Max - s.ports.Min + 1
+	return s.allocs.len(), s.ports.Max - s.ports.Min + 1
 }

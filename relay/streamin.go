@@ -13,25 +13,21 @@ import (
 	"github.com/traverse/traverse/relay/internal/frames"
 )
 
-// How a TCP or TLS client's own data reaches its peer. pion reads every
-// stream connection in a goroutine of its own (readLoop, through its
-// STUNConn) and would parse each ChannelData frame, look the allocation up
-// under its lock and log on the way; streamConn.Read cuts the byte stream
-// into frames itself and relays what it can on the spot, in that same
-// goroutine, before pion sees it:
+// How a TCP or TLS client's own data reaches its peer. Each stream
+// connection is read by a goroutine of its own (serveStream);
+// streamConn.Read cuts the byte stream into frames and relays what it can on
+// the spot, in that goroutine:
 //
 //   - ChannelData on a channel of the connection's allocation, and Send
 //     indications to a permitted peer, go straight to the relay socket under
 //     the same rules as a UDP client's (admit);
 //   - everything else — every request, and anything before the allocation
-//     exists — is handed to pion one whole frame at a time, so pion's
-//     framing finds nothing to reassemble.
+//     exists — is returned to the control plane one whole frame at a time.
 //
 // The way back (peers' data to the client) is streamout.go.
 
 // streamReadBuffer holds what one read from a client's connection returns.
-// A frame longer than it is passed over, as pion passes over anything larger
-// than its 1,600-byte read buffer.
+// A frame longer than it is passed over.
 const streamReadBuffer = 4096
 
 // deadlineSlack is how far an allocated connection's idle deadline may lag
@@ -39,8 +35,8 @@ const streamReadBuffer = 4096
 // much to pay per frame.
 const deadlineSlack = time.Second
 
-// Read returns the next frame pion should handle. The frames the data path
-// relays itself never reach pion.
+// Read returns the next frame for the control plane. The frames the data
+// path relays itself never leave it.
 func (c *streamConn) Read(b []byte) (int, error) {
 	for {
 		n, ok, err := c.nextForPion(b)
@@ -90,7 +86,8 @@ func (c *streamConn) fill() error {
 }
 
 // nextForPion relays the buffered frames it can and copies the first one it
-// cannot into b. ok is false when the buffer holds no whole frame for pion.
+// cannot into b. ok is false when the buffer holds no whole frame for the
+// control plane.
 func (c *streamConn) nextForPion(b []byte) (n int, ok bool, err error) {
 	for {
 		if c.skip > 0 {
@@ -123,7 +120,7 @@ func (c *streamConn) nextForPion(b []byte) (n int, ok bool, err error) {
 		} else if c.stun(frame) {
 			continue
 		}
-		if size > len(b) { // pion drops it unread
+		if size > len(b) { // dropped unread
 			c.s.metrics.oversized.Inc()
 			continue
 		}
@@ -132,7 +129,7 @@ func (c *streamConn) nextForPion(b []byte) (n int, ok bool, err error) {
 }
 
 // channelData relays ChannelData on one of the allocation's channels; false
-// leaves the frame to pion (no allocation of ours yet).
+// leaves the frame to the control plane (no allocation yet).
 func (c *streamConn) channelData(f []byte) bool {
 	rc := c.relay.Load()
 	if rc == nil {
@@ -149,27 +146,24 @@ func (c *streamConn) channelData(f []byte) bool {
 	return true
 }
 
-// stun relays a Send indication to a permitted peer and shows signed
-// requests to the key selector; false leaves the frame to pion.
+// stun relays a Send indication to a permitted peer; false leaves the frame
+// to the control plane.
 func (c *streamConn) stun(f []byte) bool {
-	switch t := frames.STUNType(f); {
-	case t == frames.TypeSendIndication:
-		rc := c.relay.Load()
-		if rc == nil {
-			return false
-		}
-		peer, data, sa, ok := rc.sendTarget(f)
-		if !ok {
-			return false // malformed: pion refuses it
-		}
-		if sa.Valid() && rc.admit(data, peer, &c.count) {
-			_ = rc.send(data, &sa)
-		}
-		return true
-	case t != 0 && t&0x0110 == 0 && c.s.multiSecret.Load(): // a request, maybe signed
-		c.s.signed.observe(c.key, f)
+	if frames.STUNType(f) != frames.TypeSendIndication {
+		return false
 	}
-	return false
+	rc := c.relay.Load()
+	if rc == nil {
+		return false
+	}
+	peer, data, sa, ok := rc.sendTarget(f)
+	if !ok {
+		return false // malformed: the control plane drops it
+	}
+	if sa.Valid() && rc.admit(data, peer, &c.count) {
+		_ = rc.send(data, &sa)
+	}
+	return true
 }
 
 // rawReadConn reads a TCP connection with a raw system call, waiting for

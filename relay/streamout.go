@@ -17,7 +17,7 @@ import (
 var (
 	// streamQueueBytes caps what may wait for a stream client: peers' data
 	// beyond it is dropped and counted (a full socket buffer would drop a
-	// UDP client's the same way). pion's answers may use twice as much, so
+	// UDP client's the same way). Answers may use twice as much, so
 	// a burst of media never crowds out a ChannelBind or Refresh answer.
 	streamQueueBytes = 256 << 10
 	// streamWriteTimeout closes a client that has taken nothing for this
@@ -30,14 +30,14 @@ var (
 // one, grown by a burst, is let go.
 const streamKeep = 64 << 10
 
-// streamOut is a stream client's send queue: how peers' data and pion's
+// streamOut is a stream client's send queue: how peers' data and the
 // answers reach a TCP or TLS client. Whoever has something for the client
-// appends it (the data path's shard for peers' data, pion's read loop for
+// appends it (the data path's shard for peers' data, the connection's goroutine for
 // its answers) and then pushes the queue: one non-blocking write straight to
 // the socket. Only when the client's TCP window is full does what is left go
 // to the connection's writer goroutine, which waits for the window under a
 // write timeout. So a round trip costs no goroutine wake-up on the way back,
-// neither pion's read loop nor a shard ever waits on a client, and one
+// neither the connection's goroutine nor a shard ever waits on a client, and one
 // stalled client holds up no other.
 //
 // A shard appends everything one wake-up brings for a client and pushes it
@@ -135,8 +135,7 @@ func (o *streamOut) queueData(p []byte) bool {
 	return queued
 }
 
-// queueAnswer queues one of pion's messages to the client and pushes it.
-// pion's answers may use twice the data's room, so a burst of media never
+// queueAnswer queues an answer to the client and pushes it. Answers may use twice the data's room, so a burst of media never
 // crowds out a ChannelBind or Refresh answer.
 func (o *streamOut) queueAnswer(p []byte) error {
 	queued, err := o.queue(p, 2*o.limit)
@@ -287,17 +286,23 @@ func (w *wireConn) Write(p []byte) (int, error) {
 // streamTable finds a stream client's connection by its 5-tuple (client
 // and listener address), so that the data path can write peers' data to it.
 type streamTable struct {
-	mu sync.Mutex
-	m  map[clientKey]*streamConn
+	mu     sync.Mutex
+	m      map[clientKey]*streamConn
+	closed bool // the server is closing: no more connections
 }
 
-func (t *streamTable) add(sc *streamConn) {
+// add enters sc; false once the server is closing.
+func (t *streamTable) add(sc *streamConn) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
 	if t.m == nil {
 		t.m = map[clientKey]*streamConn{}
 	}
 	t.m[sc.tuple] = sc
-	t.mu.Unlock()
+	return true
 }
 
 func (t *streamTable) remove(sc *streamConn) {
@@ -315,10 +320,11 @@ func (t *streamTable) get(client, local netip.AddrPort) *streamConn {
 	return sc
 }
 
-// all returns the connections in the table.
-func (t *streamTable) all() []*streamConn {
+// close takes no more connections and returns the ones in the table.
+func (t *streamTable) close() []*streamConn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.closed = true
 	out := make([]*streamConn, 0, len(t.m))
 	for _, sc := range t.m {
 		out = append(out, sc)
@@ -333,13 +339,10 @@ func (t *streamTable) count() int {
 }
 
 // endStreams closes every TCP and TLS client's connection and waits, up to
-// limit, until pion's read loop for each has returned (it closes the
-// streamConn last, which takes it out of the table). pion closes its
-// allocation manager as soon as a listener stops, while those loops may
-// still be handling a request, and v4.1.4 starts a new permission's timer
-// outside its lock: closing the manager under it is a data race.
+// limit, until each one's goroutine has ended its allocation (it closes the
+// streamConn last, which takes it out of the table).
 func (s *Server) endStreams(limit time.Duration) {
-	for _, sc := range s.streams.all() {
+	for _, sc := range s.streams.close() {
 		_ = sc.raw.Close()
 	}
 	deadline := time.Now().Add(limit)

@@ -26,7 +26,6 @@ import (
 	"github.com/traverse/traverse/certs"
 	"github.com/traverse/traverse/config"
 	"github.com/traverse/traverse/fleet"
-	"github.com/traverse/traverse/internal/pionlog"
 	"github.com/traverse/traverse/internal/procscale"
 	"github.com/traverse/traverse/publicip"
 	"github.com/traverse/traverse/relay"
@@ -151,7 +150,6 @@ func New(ctx context.Context, opts Options) (_ *Server, err error) {
 		ro := relay.Options{
 			Config:     cfg,
 			Log:        s.log.Named("relay"),
-			PionLog:    pionlog.New(s.log),
 			Registerer: s.reg,
 			AdminAddrs: admin,
 			Now:        s.now,

@@ -89,7 +89,7 @@ func ParseSendIndication(p []byte) (peer netip.AddrPort, data []byte, ok bool) {
 		v := p[off+4 : off+4+l]
 		switch {
 		case t == attrXORPeer && !havePeer:
-			if peer, havePeer = decodeXORAddress(v, txidOf(p)); !havePeer {
+			if peer, havePeer = XORAddress(v, txidOf(p)); !havePeer {
 				return peer, nil, false
 			}
 		case t == attrData && !haveData:
@@ -100,8 +100,9 @@ func ParseSendIndication(p []byte) (peer netip.AddrPort, data []byte, ok bool) {
 	return peer, data, havePeer && haveData
 }
 
-// decodeXORAddress reads an XOR-*-ADDRESS value.
-func decodeXORAddress(v, txid []byte) (netip.AddrPort, bool) {
+// XORAddress reads an XOR-*-ADDRESS value of a message with transaction
+// ID txid; false for a malformed one.
+func XORAddress(v, txid []byte) (netip.AddrPort, bool) {
 	if len(v) < 4 || v[0] != 0 { // the family is a 16-bit field
 		return netip.AddrPort{}, false
 	}
