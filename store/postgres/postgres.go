@@ -54,6 +54,10 @@ func Open(ctx context.Context, dsn string, key []byte) (store.Store, error) {
 	return Connect(ctx, dsn, key)
 }
 
+// idlePing is how long a pooled connection may sit idle before it is pinged
+// on its way out of the pool.
+const idlePing = 100 * time.Millisecond
+
 // Connect is Open returning the concrete type. Errors never hold the DSN's
 // password.
 func Connect(ctx context.Context, dsn string, key []byte) (*Store, error) {
@@ -73,6 +77,12 @@ func Connect(ctx context.Context, dsn string, key []byte) (*Store, error) {
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "traverse"
 	}
+	// A connection PostgreSQL closed while it sat in the pool (a restart, a
+	// failover) fails the first query on it. pgx pings one idle for over a
+	// second before handing it out; a tenth of one still costs a busy pool
+	// nothing (its connections are never idle that long) and shrinks the
+	// window after a restart in which a request gets a 500.
+	cfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool { return p.IdleDuration > idlePing }
 	password := cfg.ConnConfig.Password
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -222,23 +222,6 @@ func (t *TxidSource) Next() [12]byte {
 	return id
 }
 
-// IsErrorResponse is a cheap look at an outgoing datagram: a STUN error
-// response (class bits C1 C0 = 11).
-func IsErrorResponse(b []byte) bool {
-	return len(b) >= stunHeaderSize && b[0]&0xC0 == 0 && binary.BigEndian.Uint16(b[0:2])&0x0110 == 0x0110 &&
-		binary.BigEndian.Uint32(b[4:8]) == magicCookie
-}
-
-// IsSignedRequest is a cheap look at a datagram: a STUN request (not an
-// indication or response) long enough to carry attributes.
-func IsSignedRequest(b []byte) bool {
-	if len(b) < stunHeaderSize+24 || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
-		return false
-	}
-	t := binary.BigEndian.Uint16(b[0:2])
-	return t&0x0110 == 0 // class bits C1 C0 = 00: request
-}
-
 // ErrNotFrame ends a stream whose bytes are neither STUN nor ChannelData, as
 // pion's framing ends it: after that the stream cannot be cut into frames
 // again.
