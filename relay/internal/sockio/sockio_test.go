@@ -113,6 +113,81 @@ func TestSendQueueAndBatch(t *testing.T) {
 	}
 }
 
+// TestSegmentedSends: runs of messages to one destination leave as
+// segmented sends (UDP GSO) and arrive as the datagrams they were, in order
+// and whole: runs of one size, a shorter one ending a run, a longer one
+// starting the next, more than a send's 64 segments, messages too large to
+// join, two destinations interleaved; and the same with GSO off, as after a
+// kernel refused it.
+func TestSegmentedSends(t *testing.T) {
+	lo := net.IPv4(127, 0, 0, 1)
+	open := func() *UDPSocket {
+		u, err := Open("udp4", lo, 0, false, 4<<20, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = u.Close() })
+		return u
+	}
+	var sizes []int
+	for i := 0; i < 70; i++ {
+		sizes = append(sizes, 100)
+	}
+	sizes = append(sizes, 60, 100, 100, 1200, 1200, 40, 1500, 1500, 100)
+	for _, gso := range []bool{true, false} {
+		via, d1, d2 := open(), open(), open()
+		via.noGSO.Store(!gso)
+		to1 := MakeSockaddr(d1.LocalAddr().AddrPort(), false)
+		to2 := MakeSockaddr(d2.LocalAddr().AddrPort(), false)
+		q := NewSendQueue(len(sizes) + 8)
+		var want1, want2 []string
+		for i, n := range sizes {
+			msg := make([]byte, n)
+			for j := range msg {
+				msg[j] = byte(i)
+			}
+			to, want := &to1, &want1
+			if i%9 == 8 { // every ninth to the other destination
+				to, want = &to2, &want2
+			}
+			q.Add(msg, via, to)
+			*want = append(*want, string(msg))
+		}
+		if failed := q.Flush(); failed != 0 {
+			t.Fatalf("gso %v: %d refused", gso, failed)
+		}
+		if gso && via.noGSO.Load() {
+			t.Fatal("the kernel refused UDP GSO on loopback: every send went one datagram at a time")
+		}
+		for _, c := range []struct {
+			dst  *UDPSocket
+			want []string
+		}{{d1, want1}, {d2, want2}} {
+			var got []string
+			batch := NewMmsgBatch(0, BatchSize)
+			deadline := time.Now().Add(2 * time.Second)
+			for len(got) < len(c.want) && time.Now().Before(deadline) {
+				if !batch.Recv(c.dst, 0) {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				for i := 0; i < batch.Len(); i++ {
+					buf, n, _, _ := batch.Datagram(i)
+					got = append(got, string(buf[:n]))
+				}
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("gso %v: %d datagrams, want %d", gso, len(got), len(c.want))
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("gso %v: datagram %d is %d bytes of %x..., want %d bytes", gso, i, len(got[i]), got[i][:min(4, len(got[i]))], len(c.want[i]))
+				}
+			}
+		}
+	}
+}
+
 // TestClosedSocket: after Close every call fails cleanly instead of using a
 // descriptor number another socket may have by then.
 func TestClosedSocket(t *testing.T) {
