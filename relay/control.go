@@ -270,13 +270,8 @@ func (s *Server) refresh(r *request) {
 // createPermission handles a CreatePermission request (RFC 8656 § 9): every
 // peer it names is permitted, or none is.
 func (s *Server) createPermission(r *request) {
-	key, _, ok := s.authorize(r)
+	key, rc, ok := s.authorizeOnAllocation(r)
 	if !ok {
-		return
-	}
-	a, ok := s.allocs.get(r.key)
-	if !ok {
-		s.fail(r, stun.CodeAllocMismatch)
 		return
 	}
 	var peers []netip.Addr
@@ -284,13 +279,8 @@ func (s *Server) createPermission(r *request) {
 		if at.Type != stun.AttrXORPeerAddress {
 			continue
 		}
-		peer, ok := frames.XORAddress(at.Value, r.m.TransactionID[:])
+		peer, ok := s.peer(r, at.Value)
 		if !ok {
-			s.fail(r, stun.CodeBadRequest)
-			return
-		}
-		if code, ok := s.peerOK(peer.Addr()); !ok {
-			s.fail(r, code)
 			return
 		}
 		peers = append(peers, peer.Addr())
@@ -301,33 +291,49 @@ func (s *Server) createPermission(r *request) {
 	}
 	until := monoNow() + int64(permissionLifetime)
 	for _, ip := range peers {
-		a.session.rc.permit(ip, until)
+		rc.permit(ip, until)
 	}
 	s.respond(r, stun.ClassSuccessResponse, key)
 }
 
-// peerOK checks a peer address against the relay's family (IPv4) and the
-// peer policy; the error code says why not.
-func (s *Server) peerOK(ip netip.Addr) (stun.ErrorCode, bool) {
-	if !ip.Is4() {
-		return stun.CodePeerAddrFamilyMismatch, false
+// authorizeOnAllocation is authorize for a request on the client's
+// allocation, whose relay socket it returns; without one it answers 437.
+func (s *Server) authorizeOnAllocation(r *request) (stun.MessageIntegrity, *relayConn, bool) {
+	key, _, ok := s.authorize(r)
+	if !ok {
+		return nil, nil, false
 	}
-	if !s.permit(ip) {
-		return stun.CodeForbidden, false
+	a, ok := s.allocs.get(r.key)
+	if !ok {
+		s.fail(r, stun.CodeAllocMismatch)
+		return nil, nil, false
 	}
-	return 0, true
+	return key, a.session.rc, true
+}
+
+// peer reads an XOR-PEER-ADDRESS value and checks it against the relay's
+// family (IPv4) and the peer policy; when it fails it answers r itself
+// (400, 443 or 403).
+func (s *Server) peer(r *request, v []byte) (netip.AddrPort, bool) {
+	peer, ok := frames.XORAddress(v, r.m.TransactionID[:])
+	switch {
+	case !ok:
+		s.fail(r, stun.CodeBadRequest)
+	case !peer.Addr().Is4():
+		s.fail(r, stun.CodePeerAddrFamilyMismatch)
+	case !s.permit(peer.Addr()):
+		s.fail(r, stun.CodeForbidden)
+	default:
+		return peer, true
+	}
+	return peer, false
 }
 
 // channelBind handles a ChannelBind request (RFC 8656 § 11): it binds or
 // refreshes a channel, and the permission of its peer.
 func (s *Server) channelBind(r *request) {
-	key, _, ok := s.authorize(r)
+	key, rc, ok := s.authorizeOnAllocation(r)
 	if !ok {
-		return
-	}
-	a, ok := s.allocs.get(r.key)
-	if !ok {
-		s.fail(r, stun.CodeAllocMismatch)
 		return
 	}
 	v, err := r.m.Get(stun.AttrChannelNumber)
@@ -341,21 +347,16 @@ func (s *Server) channelBind(r *request) {
 		s.fail(r, stun.CodeBadRequest)
 		return
 	}
-	peer, ok := frames.XORAddress(pv, r.m.TransactionID[:])
+	peer, ok := s.peer(r, pv)
 	if !ok {
-		s.fail(r, stun.CodeBadRequest)
-		return
-	}
-	if code, ok := s.peerOK(peer.Addr()); !ok {
-		s.fail(r, code)
 		return
 	}
 	now := monoNow()
-	if !a.session.rc.bind(number, peer, now+int64(channelLifetime)) {
+	if !rc.bind(number, peer, now+int64(channelLifetime)) {
 		s.fail(r, stun.CodeBadRequest) // the number or the peer is bound to another
 		return
 	}
-	a.session.rc.permit(peer.Addr(), now+int64(permissionLifetime))
+	rc.permit(peer.Addr(), now+int64(permissionLifetime))
 	s.respond(r, stun.ClassSuccessResponse, key)
 }
 
