@@ -180,15 +180,21 @@ func (t *allocTable) find(match func(a *liveAllocation) bool) []string {
 	return out
 }
 
-// relays lists the relay sockets of every allocation.
-func (t *allocTable) relays() []*relayConn {
+// lifetimes is one walk of the table for the lifetime sweep: the keys of
+// the allocations whose lifetime ran out by now, and the relay sockets of
+// the others.
+func (t *allocTable) lifetimes(now time.Time) (ended []string, live []*relayConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]*relayConn, 0, len(t.bySrc))
-	for _, a := range t.bySrc {
-		out = append(out, a.session.rc)
+	live = make([]*relayConn, 0, len(t.bySrc))
+	for key, a := range t.bySrc {
+		if now.Before(a.ends) {
+			live = append(live, a.session.rc)
+		} else {
+			ended = append(ended, key)
+		}
 	}
-	return out
+	return ended, live
 }
 
 // sourceOf is a client address's source: its IP, an IPv6 address cut to its

@@ -206,7 +206,8 @@ func TestControlLifetimes(t *testing.T) {
 	if err := c.Permit(netip.MustParseAddrPort("127.0.0.2:5000")); err != nil {
 		t.Fatal(err)
 	}
-	rc := s.allocs.relays()[0]
+	_, live := s.allocs.lifetimes(time.Now())
+	rc := live[0]
 	routes := func() (perms, chans int) {
 		rt := rc.routes.Load()
 		return rt.perms.len(), rt.channels.len()

@@ -238,10 +238,11 @@ func (u *udpListener) Close() error {
 }
 
 // streamListener serves TCP (or sniffed TLS) connections, each wrapped in a
-// streamConn read by a goroutine of its own (serveStream). With a TLS config it tells TLS from plain TURN by the first
-// byte (0x16 starts a TLS handshake; STUN and ChannelData never do), as
-// coturn does, so one port serves both turn: and turns: URIs. The sniff and
-// handshake run off the accept loop so a slow client holds up no one.
+// streamConn read by a goroutine of its own (serveStream). With a TLS
+// config it tells TLS from plain TURN by the first byte (0x16 starts a TLS
+// handshake; STUN and ChannelData never do), as coturn does, so one port
+// serves both turn: and turns: URIs. The sniff and handshake run off the
+// accept loop so a slow client holds up no one.
 type streamListener struct {
 	net.Listener
 	s      *Server

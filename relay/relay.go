@@ -415,10 +415,11 @@ func (s *Server) expiryLoop() {
 // sweepLifetimes ends what TURN's lifetimes say has ended by now (wall
 // clock, for allocations) and mono (monoNow, for permissions and channels).
 func (s *Server) sweepLifetimes(now time.Time, mono int64) {
-	for _, key := range s.allocs.find(func(a *liveAllocation) bool { return !now.Before(a.ends) }) {
+	ended, live := s.allocs.lifetimes(now)
+	for _, key := range ended {
 		s.endAllocation(key)
 	}
-	for _, rc := range s.allocs.relays() {
+	for _, rc := range live {
 		rc.expire(mono)
 	}
 }
