@@ -100,10 +100,7 @@ var SchemaVersion = len(migrations)
 // in its own write transaction, so it is idempotent and safe when several
 // processes start on the same file at once.
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER PRIMARY KEY,
-		applied_at INTEGER NOT NULL
-	)`); err != nil {
+	if err := s.createMigrationsTable(ctx); err != nil {
 		return fmt.Errorf("sqlite: create schema_migrations: %w", err)
 	}
 	for i, m := range migrations {
@@ -119,6 +116,27 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("sqlite: database schema version %d is newer than this build's %d; upgrade traverse", newest, SchemaVersion)
 	}
 	return nil
+}
+
+// createMigrationsTable creates schema_migrations inside a write transaction.
+// On its own, CREATE TABLE IF NOT EXISTS reads the schema first and then asks
+// for the write lock; when another process created the table in between,
+// SQLite refuses that upgrade at once with SQLITE_BUSY, without waiting out
+// the busy timeout. BEGIN IMMEDIATE takes the write lock first, so a second
+// process waits its turn and then finds the table.
+func (s *Store) createMigrationsTable(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see _txlock)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	)`); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func (s *Store) apply(ctx context.Context, version int, stmt string) error {

@@ -68,7 +68,6 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 	}
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(BusyTimeout.Milliseconds()))
-	q.Set("_journal_mode", "WAL")
 	// FULL: a commit survives power loss (a key secret or auth token is shown
 	// only once). Writes are rare; reads do not pay for it.
 	q.Set("_synchronous", "FULL")
@@ -83,6 +82,10 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 	// One more for the data-version check, which keeps its connection.
 	db.SetMaxOpenConns(maxConns + 1)
 	db.SetMaxIdleConns(maxConns + 1)
+	if err := useWAL(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
 	s := &Store{db: db, cipher: c, cache: newRowCache()}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -103,6 +106,33 @@ func OpenFile(ctx context.Context, path string, key []byte) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	return s, nil
+}
+
+// useWAL switches the file to WAL journaling, which the file then keeps for
+// every later connection. The switch takes an exclusive lock without waiting
+// on the busy timeout, so when several processes open a new file at once the
+// losers get SQLITE_BUSY straight away; they retry until one has done it.
+func useWAL(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(BusyTimeout)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		var mode string
+		err := db.QueryRowContext(ctx, `PRAGMA journal_mode = WAL`).Scan(&mode)
+		if err == nil {
+			if !strings.EqualFold(mode, "wal") {
+				return fmt.Errorf("sqlite: the file stays in journal mode %q, not WAL", mode)
+			}
+			return nil
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return fmt.Errorf("sqlite: journal mode: %w", err)
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // createFile makes the database's directory (0700) and an empty file (0600)
