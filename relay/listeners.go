@@ -18,9 +18,14 @@ import (
 )
 
 const (
-	// listenerSocketBuffer is asked for on the shared listener sockets, so a
-	// burst of media does not overflow the default ~200 KB buffer.
-	listenerSocketBuffer = 4 << 20
+	// listenerSocketBuffer is asked for on the shared listener sockets
+	// (the kernel doubles it, within net.core.rmem_max): room for a burst
+	// of media well beyond the default ~200 KB, but a queue that a busy
+	// shard drains in tens of milliseconds. Deeper only holds media until
+	// it is too late to play: with 4 MB, the 1,000-allocation call mix of
+	// scripts/bench (an overload on 2 cores) had a p99 round trip of
+	// 300-510 ms against 70-200 ms with 1 MB, and lost no less.
+	listenerSocketBuffer = 1 << 20
 	// unauthenticatedTimeout closes a TCP/TLS connection that has not made an
 	// allocation, so idle connections cannot pile up.
 	unauthenticatedTimeout = 30 * time.Second

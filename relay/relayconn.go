@@ -15,8 +15,11 @@ import (
 	"github.com/traverse/traverse/relay/internal/sockio"
 )
 
-// relaySocketBuffer is the receive buffer asked for on each relay socket.
-const relaySocketBuffer = 1 << 20
+// relaySocketBuffer is the receive buffer asked for on each relay socket:
+// a peer's burst (a video key frame, ~200 full-size datagrams) fits, and
+// 10,000 allocations cannot pin gigabytes of kernel memory behind a stalled
+// shard (see listenerSocketBuffer for why deeper is not better).
+const relaySocketBuffer = 256 << 10
 
 // allocateRelay binds a relay socket on relay.bind_ip within the port
 // range (an even port if even, RFC 8656 § 7.2 EVEN-PORT) and registers it

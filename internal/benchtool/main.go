@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -81,7 +82,18 @@ func main() {
 	seconds := flag.Float64("seconds", 0, "length of each data, call-mix and issuer run in seconds (default 4, 5 for the issuer; 1.5, 2 with --quick): longer runs give --profile more samples")
 	ucMessages := flag.Int("uclient-messages", 0, "messages per turnutils_uclient client, paced and saturated (default 400 and 2000; 100 and 200 with --quick)")
 	accounts := flag.Int("accounts", 0, "accounts in the issuer's store (default 10000, 2000 with --quick)")
+	steps := flag.String("scale-steps", "", "comma-separated live allocations of the scale run's steps (default 100,1000,10000): a short look at one step")
 	flag.Parse()
+	if *steps != "" {
+		scaleSteps = scaleSteps[:0]
+		for _, f := range strings.Split(*steps, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 || (len(scaleSteps) > 0 && n <= scaleSteps[len(scaleSteps)-1]) {
+				log.Fatalf("benchtool: --scale-steps wants rising positive counts, got %q", *steps)
+			}
+			scaleSteps = append(scaleSteps, n)
+		}
+	}
 	o.parts = map[string]bool{}
 	for _, p := range strings.Split(*only, ",") {
 		if p = strings.TrimSpace(p); p != "" {
