@@ -24,7 +24,7 @@ const (
 	// shard drains in tens of milliseconds. Deeper only holds media until
 	// it is too late to play: with 4 MB, the 1,000-allocation call mix of
 	// scripts/bench (an overload on 2 cores) had a p99 round trip of
-	// 300-510 ms against 70-200 ms with 1 MB, and lost no less.
+	// 300-510 ms against 50-200 ms with 1 MB (docs/design.md, Performance V).
 	listenerSocketBuffer = 1 << 20
 	// unauthenticatedTimeout closes a TCP/TLS connection that has not made an
 	// allocation, so idle connections cannot pile up.
