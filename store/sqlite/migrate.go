@@ -125,39 +125,43 @@ func (s *Store) migrate(ctx context.Context) error {
 // the busy timeout. BEGIN IMMEDIATE takes the write lock first, so a second
 // process waits its turn and then finds the table.
 func (s *Store) createMigrationsTable(ctx context.Context) error {
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see _txlock)
-	if err != nil {
+	return s.inWriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at INTEGER NOT NULL
+		)`)
 		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER PRIMARY KEY,
-		applied_at INTEGER NOT NULL
-	)`); err != nil {
-		return err
-	}
-	return tx.Commit()
+	})
 }
 
 func (s *Store) apply(ctx context.Context, version int, stmt string) error {
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (see _txlock)
+	return s.inWriteTx(ctx, func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM schema_migrations WHERE version = ?`, version).Scan(&one)
+		if err == nil {
+			return nil // already applied
+		}
+		if err != sql.ErrNoRows {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+			version, time.Now().UnixNano())
+		return err
+	})
+}
+
+// inWriteTx runs f in a transaction that holds the write lock from its
+// start (BEGIN IMMEDIATE, see _txlock) and commits it when f succeeds.
+func (s *Store) inWriteTx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	var one int
-	err = tx.QueryRowContext(ctx, `SELECT 1 FROM schema_migrations WHERE version = ?`, version).Scan(&one)
-	if err == nil {
-		return nil // already applied
-	}
-	if err != sql.ErrNoRows {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, stmt); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-		version, time.Now().UnixNano()); err != nil {
+	if err := f(tx); err != nil {
 		return err
 	}
 	return tx.Commit()
