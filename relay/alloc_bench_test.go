@@ -51,10 +51,12 @@ func BenchmarkAuthenticate(b *testing.B) {
 		users[i] = mint(&testing.T{}, testSecret, fmt.Sprintf("bench%d", i), time.Hour).Username
 	}
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	local := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478}
+	req := &request{src: src, local: local, key: allocKey(src, local)}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		key, why := r.authenticate(users[i%n], "traverse", src, nil)
+		key, why := r.authenticate(users[i%n], "traverse", req)
 		if why != "" || len(key) != 16 {
 			b.Fatal("refused")
 		}

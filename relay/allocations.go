@@ -33,8 +33,7 @@ type liveAllocation struct {
 	txid     [stun.TransactionIDSize]byte
 }
 
-// allocTable indexes live allocations by the client's transport address
-// (network and ip:port), which identifies the 5-tuple on a given listener.
+// allocTable indexes live allocations by their 5-tuple (allocKey).
 type allocTable struct {
 	mu         sync.Mutex
 	bySrc      map[string]*liveAllocation
@@ -46,38 +45,50 @@ func newAllocTable() *allocTable {
 	return &allocTable{bySrc: map[string]*liveAllocation{}, perUser: map[string]int{}, perAccount: map[string]int{}}
 }
 
-// srcKey names a client transport address. UDP and TCP clients on the same
-// ip:port are different clients. It is a.Network() + "|" + a.String(),
-// built in one allocation for the UDP and TCP addresses pion hands us: it is
-// computed several times per request (AuthHandler, events, the listener).
-func srcKey(a net.Addr) string {
+// allocKey names an allocation: its 5-tuple (RFC 8656 § 2), that is the
+// client's transport address and the listener address it came in on. One
+// client port may reach two of our listeners at once (3478 and 443, or two
+// UDP sockets), each its own allocation; over TCP one connection is one
+// tuple. It is src.Network() + "|" + src.String() + "|" + local.String()
+// (UDP and TCP clients on one ip:port are different clients), built in one
+// allocation: it is computed for every request.
+func allocKey(src, local net.Addr) string {
+	var buf [96]byte
+	b := appendAddrKey(buf[:0], src, true)
+	b = append(b, '|')
+	b = appendAddrKey(b, local, false)
+	return string(b)
+}
+
+// appendAddrKey appends a's network (when withNet) and ip:port, an
+// IPv4-mapped address in dotted form as net.IP prints it.
+func appendAddrKey(b []byte, a net.Addr, withNet bool) []byte {
 	var ap netip.AddrPort
 	var prefix string
 	switch v := a.(type) {
 	case nil:
-		return ""
+		return b
 	case *net.UDPAddr:
 		if v == nil {
-			return ""
+			return b
 		}
 		ap, prefix = v.AddrPort(), "udp|"
 	case *net.TCPAddr:
 		if v == nil {
-			return ""
+			return b
 		}
 		ap, prefix = v.AddrPort(), "tcp|"
-	default:
-		return a.Network() + "|" + a.String()
 	}
 	if !ap.Addr().IsValid() {
-		return a.Network() + "|" + a.String()
+		if withNet {
+			b = append(append(b, a.Network()...), '|')
+		}
+		return append(b, a.String()...)
 	}
-	// net.IP prints an IPv4-mapped address in dotted form; so must we.
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	var buf [64]byte
-	b := append(buf[:0], prefix...)
-	b = ap.AppendTo(b)
-	return string(b)
+	if withNet {
+		b = append(b, prefix...)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).AppendTo(b)
 }
 
 func (t *allocTable) get(key string) (liveAllocation, bool) {
@@ -133,11 +144,13 @@ func (t *allocTable) uncountAccount(account string) {
 	}
 }
 
-func (t *allocTable) remove(key string) (liveAllocation, bool) {
+// remove takes key's allocation out of the table; when owner is not nil,
+// only if owner is its relay socket.
+func (t *allocTable) remove(key string, owner *relayConn) (liveAllocation, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	a, ok := t.bySrc[key]
-	if !ok {
+	if !ok || (owner != nil && a.session.rc != owner) {
 		return liveAllocation{}, false
 	}
 	delete(t.bySrc, key)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pion/stun/v3"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -22,10 +21,9 @@ import (
 // a request on an existing allocation must carry the username that created
 // it, and (unless auth.strict_expiry) an expired TURN REST username is still
 // good for the allocation it created, so a live call is not dropped at expiry.
-func (s *Server) authenticate(username, realm string, src net.Addr, m *stun.Message) ([]byte, string) {
-	st := s.state.Load()
-	key := srcKey(src)
-	live, hasLive := s.allocs.get(key)
+func (s *Server) authenticate(username, realm string, r *request) ([]byte, string) {
+	st, src := s.state.Load(), r.src
+	live, hasLive := s.allocs.get(r.key)
 	// A source over its failure budget is refused before any check, so a
 	// guesser learns nothing, even from the right password. The owner of a
 	// live allocation keeps refreshing it: the password was proven.
@@ -56,7 +54,7 @@ func (s *Server) authenticate(username, realm string, src net.Addr, m *stun.Mess
 	if st.secrets.Len() == 0 {
 		return nil, s.refuse(AuthUnknownUser, src)
 	}
-	return selectKey(username, realm, st.secrets.Passwords(username), m), ""
+	return selectKey(username, realm, st.secrets.Passwords(username), r.m), ""
 }
 
 // Failed TURN authentications allowed per source (an IP, an IPv6 /64):

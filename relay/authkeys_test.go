@@ -8,9 +8,10 @@ import (
 	"github.com/pion/turn/v4"
 )
 
-// srcKey is a cheaper spelling of a.Network() + "|" + a.String(); every
-// address form pion can hand us must give the same key as that.
-func TestSrcKeyMatchesAddrString(t *testing.T) {
+// allocKey is a cheaper spelling of src.Network() + "|" + src.String() +
+// "|" + local.String(); every address form we can be handed must give the
+// same key as that.
+func TestAllocKeyMatchesAddrString(t *testing.T) {
 	addrs := []net.Addr{
 		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478},
 		&net.UDPAddr{IP: net.IP{192, 0, 2, 1}, Port: 1},
@@ -24,14 +25,15 @@ func TestSrcKeyMatchesAddrString(t *testing.T) {
 		&net.TCPAddr{IP: net.ParseIP("2001:db8::2"), Port: 5349},
 		&net.IPAddr{IP: net.IPv4(10, 0, 0, 2)},
 	}
-	for _, a := range addrs {
-		if got, want := srcKey(a), a.Network()+"|"+a.String(); got != want {
-			t.Errorf("srcKey(%#v) = %q, want %q", a, got, want)
+	for i, a := range addrs {
+		local := addrs[(i+3)%len(addrs)]
+		if got, want := allocKey(a, local), a.Network()+"|"+a.String()+"|"+local.String(); got != want {
+			t.Errorf("allocKey(%#v, %#v) = %q, want %q", a, local, got, want)
 		}
 	}
 	var nilUDP *net.UDPAddr
-	if srcKey(nil) != "" || srcKey(nilUDP) != "" {
-		t.Error("a nil address must give the empty key")
+	if allocKey(nil, nilUDP) != "|" || allocKey(nilUDP, nil) != "|" {
+		t.Error("nil addresses must give empty parts")
 	}
 }
 

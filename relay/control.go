@@ -45,7 +45,7 @@ type request struct {
 	m      *stun.Message
 	src    net.Addr // *net.UDPAddr or *net.TCPAddr
 	local  net.Addr // the listener's address
-	key    string   // srcKey(src): the allocation table's key
+	key    string   // allocKey(src, local): the allocation table's key
 	via    replier
 	stream *streamConn // the client's connection; nil over UDP
 }
@@ -70,7 +70,7 @@ func (s *Server) control(b []byte, src, local net.Addr, via replier, sc *streamC
 	default:
 		return // responses: a client has nothing to answer
 	}
-	r := &request{m: m, src: src, local: local, key: srcKey(src), via: via, stream: sc}
+	r := &request{m: m, src: src, local: local, key: allocKey(src, local), via: via, stream: sc}
 	switch m.Type.Method {
 	case stun.MethodBinding:
 		r.via.reply(frames.AppendBindingSuccess(nil, b, addrPort(src)), src)
@@ -136,7 +136,7 @@ func (s *Server) authorize(r *request) (key stun.MessageIntegrity, username stri
 		return nil, "", false
 	}
 	username = user.String()
-	k, why := s.authenticate(username, realm.String(), r.src, m)
+	k, why := s.authenticate(username, realm.String(), r)
 	switch {
 	case why == AuthOwnerMismatch && m.Type.Method == stun.MethodAllocate:
 		s.fail(r, stun.CodeAllocMismatch)
@@ -225,7 +225,7 @@ func (s *Server) allocate(r *request) {
 		s.onCreated(a.report())
 	}
 	if s.isRevoked(username) { // revoked while it was being made
-		s.endAllocation(r.key)
+		s.endAllocation(r.key, nil)
 		s.fail(r, stun.CodeUnauthorized)
 		return
 	}
@@ -256,7 +256,7 @@ func (s *Server) refresh(r *request) {
 	}
 	if lifetime == 0 {
 		// Also when there is none any more: the answer to a retransmission.
-		s.endAllocation(r.key)
+		s.endAllocation(r.key, nil)
 		s.respond(r, stun.ClassSuccessResponse, key, lifetimeAttr(0))
 		return
 	}
@@ -360,10 +360,11 @@ func (s *Server) channelBind(r *request) {
 	s.respond(r, stun.ClassSuccessResponse, key)
 }
 
-// endAllocation ends the allocation of the client key names, if it has one:
-// its relay socket closes, its routes go, and OnAllocationEnded hears of it.
-func (s *Server) endAllocation(key string) bool {
-	a, ok := s.allocs.remove(key)
+// endAllocation ends the allocation key names, if it has one (and, when
+// owner is not nil, if owner is its relay socket): its relay socket closes,
+// its routes go, and OnAllocationEnded hears of it.
+func (s *Server) endAllocation(key string, owner *relayConn) bool {
+	a, ok := s.allocs.remove(key, owner)
 	if !ok {
 		return false
 	}

@@ -386,7 +386,7 @@ func (sl *streamListener) prepare(c net.Conn, src netip.Addr) {
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
-	sc := &streamConn{Conn: conn, raw: c, s: sl.s, key: srcKey(c.RemoteAddr()), accepted: time.Now(),
+	sc := &streamConn{Conn: conn, raw: c, s: sl.s, key: allocKey(c.RemoteAddr(), c.LocalAddr()), accepted: time.Now(),
 		release: func() { sl.open.Add(-1) }, tuple: clientKey{addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())},
 		rbuf: make([]byte, streamReadBuffer)}
 	sc.authWait, sc.unpend = authWait, func() { sl.s.pending.remove(src) }
@@ -489,8 +489,8 @@ func (s *Server) serveStream(sc *streamConn) {
 		}
 		s.control(buf[:n], remote, local, sc, sc)
 	}
-	if sc.relay.Load() != nil {
-		s.endAllocation(sc.key)
+	if rc := sc.relay.Load(); rc != nil {
+		s.endAllocation(sc.key, rc) // this connection's, not a later one's on the same tuple
 	}
 	_ = sc.Close()
 }

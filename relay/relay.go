@@ -372,7 +372,7 @@ func (s *Server) Close() error {
 		}
 		s.controls.Wait()
 		for _, key := range s.allocs.find(func(*liveAllocation) bool { return true }) {
-			s.endAllocation(key)
+			s.endAllocation(key, nil)
 		}
 		s.closeErr = errors.Join(errs...)
 	})
@@ -405,7 +405,7 @@ func (s *Server) expiryLoop() {
 		for _, key := range s.allocs.find(func(a *liveAllocation) bool {
 			return !a.expires.IsZero() && !now.Before(a.expires)
 		}) {
-			if s.endAllocation(key) {
+			if s.endAllocation(key, nil) {
 				s.metrics.expiredTornDown.Inc()
 			}
 		}
@@ -417,7 +417,7 @@ func (s *Server) expiryLoop() {
 func (s *Server) sweepLifetimes(now time.Time, mono int64) {
 	ended, live := s.allocs.lifetimes(now)
 	for _, key := range ended {
-		s.endAllocation(key)
+		s.endAllocation(key, nil)
 	}
 	for _, rc := range live {
 		rc.expire(mono)

@@ -146,7 +146,7 @@ func (s *Server) Allocations() []Allocation {
 // allocation (437 Allocation Mismatch) or by the silence of its peers.
 func (s *Server) Kill(id string) bool {
 	for _, key := range s.allocs.find(func(a *liveAllocation) bool { return a.session.id == id }) {
-		if s.endAllocation(key) {
+		if s.endAllocation(key, nil) {
 			s.metrics.killed.WithLabelValues(killKill).Inc()
 			return true
 		}
@@ -208,7 +208,7 @@ func (s *Server) SetRevoked(r *Revoked) int {
 	}
 	n := 0
 	for _, key := range s.allocs.find(func(a *liveAllocation) bool { return r.names(a.username) }) {
-		if s.endAllocation(key) {
+		if s.endAllocation(key, nil) {
 			n++
 		}
 	}
