@@ -68,6 +68,42 @@ func TestScalesWithTheLoad(t *testing.T) {
 	}
 }
 
+// TestIdleReadsSeldom: an idle process is read once per IdleWindow, not
+// once per Window: on a VM each read is a wake-up from idle, which cost
+// more than the rest of an idle relay. Counted over a second: with a 10 ms
+// window a busy scaler reads about 100 times, an idle one about 4 times
+// (a 250 ms idle window); anything under 20 shows the back-off.
+func TestIdleReadsSeldom(t *testing.T) {
+	if Pinned() {
+		t.Skip("GOMAXPROCS is set in the environment: the scaler leaves it alone (by design)")
+	}
+	runtime.SetDefaultGOMAXPROCS()
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("one CPU: nothing to scale")
+	}
+	var reads atomic.Int64
+	cpuTime = func() time.Duration { reads.Add(1); return readCPUTime() }
+	defer func() { cpuTime = readCPUTime }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, Options{Window: 10 * time.Millisecond, DownWindows: 2, IdleWindow: 250 * time.Millisecond})
+	}()
+	waitProcs(t, 1, "idle")
+	before := reads.Load()
+	time.Sleep(time.Second)
+	n := reads.Load() - before
+	cancel()
+	<-done
+	if n >= 20 {
+		t.Errorf("idle on one processor for a second: %d reads of the CPU time, want about 4 (one per IdleWindow)", n)
+	}
+	if n == 0 {
+		t.Error("idle for a second: no read at all, so load would never be seen")
+	}
+}
+
 func waitProcs(t *testing.T, want int, when string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
