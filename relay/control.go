@@ -70,7 +70,12 @@ func (s *Server) control(b []byte, src, local net.Addr, via replier, sc *streamC
 	default:
 		return // responses: a client has nothing to answer
 	}
-	r := &request{m: m, src: src, local: local, key: allocKey(src, local), via: via, stream: sc}
+	r := &request{m: m, src: src, local: local, via: via, stream: sc}
+	if sc != nil {
+		r.key = sc.key // the connection's tuple, made once when it was accepted
+	} else {
+		r.key = allocKey(src, local)
+	}
 	switch m.Type.Method {
 	case stun.MethodBinding:
 		r.via.reply(frames.AppendBindingSuccess(nil, b, addrPort(src)), src)
