@@ -455,7 +455,8 @@ func (r *report) markdown(o opts) string {
   Only the first round counts for memory: later rounds reuse what it grew (coturn's malloc keeps freed memory).
 - **STUN Binding:** 4 sockets with 16 requests in flight each.
 - **Issuer:** issuer-only servers (no relay, plain HTTP), one on SQLite and one on PostgreSQL (a throwaway
-  local cluster, ` + "`internal/pgtest`" + `), each with ` + fmt.Sprint(r.Accounts) + ` accounts in its store. ` + "`wrk -t2 -c16 --latency`" + ` POSTs
+  local cluster, ` + "`internal/pgtest`" + `), each with ` + fmt.Sprint(r.Accounts) + ` accounts in its store. ` + "`wrk -t1 -c16 --latency`" + ` (one thread: a second
+  would take a core from the server it measures) POSTs
   ` + "`Ttl=3600`" + ` to ` + "`/2010-04-01/Accounts/{Sid}/Tokens.json`" + `, each request as the next account in turn (Basic auth).
 `)
 	return b.String()
