@@ -21,8 +21,9 @@ import (
 )
 
 // TestRelayedPacketsAllocateNothing: a relayed round trip — client to peer
-// and back, over a channel or as Send and Data indications — allocates
-// nothing anywhere in the process. The client and the echo peer
+// and back, over a channel or as Send and Data indications, and a video
+// frame's burst over a channel (whose runs to one destination leave as
+// segmented sends, UDP GSO) — allocates nothing anywhere in the process. The client and the echo peer
 // (testnet.EchoPeer) reuse their buffers, so every allocation counted would
 // be the relay's.
 func TestRelayedPacketsAllocateNothing(t *testing.T) {
@@ -54,18 +55,26 @@ func TestRelayedPacketsAllocateNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	frame := make([]byte, 4+1100)
+	binary.BigEndian.PutUint16(frame[0:], channel)
+	binary.BigEndian.PutUint16(frame[2:], 1100)
 	buf := make([]byte, 2048)
 	for _, tc := range []struct {
 		name string
 		pkt  []byte
-	}{{"ChannelData", chanData}, {"Send indication", send.Raw}} {
+		n    int // sent back to back, then all echoes read
+	}{{"ChannelData", chanData, 1}, {"Send indication", send.Raw, 1}, {"ChannelData burst", frame, 8}} {
 		roundTrip := func() {
-			if _, err := conn.WriteToUDPAddrPort(tc.pkt, server); err != nil {
-				t.Fatal(err)
+			for range tc.n {
+				if _, err := conn.WriteToUDPAddrPort(tc.pkt, server); err != nil {
+					t.Fatal(err)
+				}
 			}
-			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, _, err := conn.ReadFromUDPAddrPort(buf); err != nil {
-				t.Fatalf("%s: no echo: %v", tc.name, err)
+			for range tc.n {
+				_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, _, err := conn.ReadFromUDPAddrPort(buf); err != nil {
+					t.Fatalf("%s: no echo: %v", tc.name, err)
+				}
 			}
 		}
 		for range 50 { // warm the caches and pools

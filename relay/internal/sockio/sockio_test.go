@@ -215,3 +215,64 @@ func TestClosedSocket(t *testing.T) {
 		t.Errorf("sendmmsg on a closed socket: %d failed, want 2", failed)
 	}
 }
+
+// TestSegmentedSendsAllocateNothing: the zero-allocation guard of the GSO
+// path. A video frame's burst (8 datagrams of 1,100 bytes to one client)
+// grouped, sent as one segmented send and read back allocates nothing, and
+// the kernel took it as a segmented send (GSO is still on for the socket).
+func TestSegmentedSendsAllocateNothing(t *testing.T) {
+	lo := net.IPv4(127, 0, 0, 1)
+	via, err := Open("udp4", lo, 0, false, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = via.Close() })
+	dst, err := Open("udp4", lo, 0, false, 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dst.Close() })
+	to := MakeSockaddr(dst.LocalAddr().AddrPort(), false)
+
+	const burst, size = 8, 1100
+	frame := make([][]byte, burst)
+	for i := range frame {
+		frame[i] = make([]byte, size)
+		frame[i][0] = byte(i)
+	}
+	q := NewSendQueue(BatchSize)
+	in := NewMmsgBatch(0, BatchSize)
+	roundTrip := func() {
+		for _, p := range frame {
+			q.Add(p, via, &to)
+		}
+		q.Group()
+		if failed := q.Flush(); failed != 0 {
+			t.Fatalf("%d datagrams refused", failed)
+		}
+		got := 0
+		for deadline := time.Now().Add(2 * time.Second); got < burst; {
+			if !in.Recv(dst, 0) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d datagrams arrived", got, burst)
+				}
+				continue
+			}
+			for i := 0; i < in.Len(); i++ {
+				if buf, n, _, _ := in.Datagram(i); n != size || buf[0] != byte(got) {
+					t.Fatalf("datagram %d: %d bytes starting %d", got, n, buf[0])
+				}
+				got++
+			}
+		}
+	}
+	for range 20 {
+		roundTrip()
+	}
+	if allocs := testing.AllocsPerRun(200, roundTrip); allocs > 0 {
+		t.Errorf("%.2f allocations per segmented burst, want 0", allocs)
+	}
+	if via.noGSO.Load() {
+		t.Fatal("the kernel refused UDP GSO on loopback: the segmented path was not the one measured")
+	}
+}
