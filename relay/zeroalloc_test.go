@@ -23,9 +23,9 @@ import (
 // TestRelayedPacketsAllocateNothing: a relayed round trip — client to peer
 // and back, over a channel or as Send and Data indications, and a video
 // frame's burst over a channel (whose runs to one destination leave as
-// segmented sends, UDP GSO) — allocates nothing anywhere in the process. The client and the echo peer
-// (testnet.EchoPeer) reuse their buffers, so every allocation counted would
-// be the relay's.
+// segmented sends, UDP GSO) — allocates nothing anywhere in the process.
+// The client and the echo peer (testnet.EchoPeer) reuse their buffers, so
+// every allocation counted would be the relay's.
 func TestRelayedPacketsAllocateNothing(t *testing.T) {
 	cfg := testConfig()
 	cfg.Listen.TCP, cfg.Listen.TLS = nil, nil
