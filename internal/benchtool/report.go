@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -52,6 +53,12 @@ type report struct {
 	// LoadAvg is /proc/loadavg's 1-minute figure when the run started and
 	// when it ended: how busy the machine was besides the bench.
 	LoadAvg [2]float64 `json:"loadavg_1min_start_end"`
+	// StealPct is the share of the machine's CPU time the hypervisor gave
+	// to other guests during the run (/proc/stat): one sign of neighbours'
+	// load, which moves both servers' figures and which the load average
+	// does not show (their use of shared caches shows nowhere).
+	StealPct float64 `json:"steal_pct"`
+	stat0    machineTicks
 	// NoFile is RLIMIT_NOFILE of the bench and its servers.
 	NoFile uint64 `json:"rlimit_nofile"`
 	// Failures are measurements that could not be taken.
@@ -73,6 +80,7 @@ func newReport(o opts) *report {
 		Accounts: o.accounts,
 		Note:     o.note,
 		LoadAvg:  [2]float64{loadAvg(), 0},
+		stat0:    readMachineTicks(),
 		NoFile:   o.nofile,
 		Duration: o.dur.String(),
 	}
@@ -130,6 +138,7 @@ func (r *report) addAlloc(tgt string, a allocResult, fresh bool) {
 
 func (r *report) finish() {
 	r.LoadAvg[1] = loadAvg()
+	r.StealPct = readMachineTicks().stealPct(r.stat0)
 	for _, rw := range r.Rows {
 		for _, s := range rw.Values {
 			v := slices.Clone(s.Samples)
@@ -371,7 +380,8 @@ func (r *report) markdown(o opts) string {
 		r.Command, r.Date, r.Machine, r.Go, r.Coturn)
 	fmt.Fprintf(&b, "- **Rounds:** %d, alternating which server goes first; each data run lasts %s. Cells are the median (min–max) over the rounds.\n",
 		r.Rounds, r.Duration)
-	fmt.Fprintf(&b, "- **Whole run:** %.0f s; load average (1 min) %.1f at the start, %.1f at the end\n\n", r.Seconds, r.LoadAvg[0], r.LoadAvg[1])
+	fmt.Fprintf(&b, "- **Whole run:** %.0f s; load average (1 min) %.1f at the start, %.1f at the end; %.1f %% of the CPU time stolen by the hypervisor (other guests)\n\n",
+		r.Seconds, r.LoadAvg[0], r.LoadAvg[1], r.StealPct)
 	if o.pngOut != "" {
 		fmt.Fprintf(&b, "![traverse/coturn ratios](%s)\n\n", filepath.Base(o.pngOut))
 	}
@@ -526,6 +536,36 @@ func loadAvg() float64 {
 	var v float64
 	_, _ = fmt.Sscan(string(b), &v)
 	return v
+}
+
+// machineTicks is the first line of /proc/stat: all CPUs' time in ticks, and
+// the part of it stolen by the hypervisor.
+type machineTicks struct{ total, steal uint64 }
+
+func readMachineTicks() machineTicks {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineTicks{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var t machineTicks
+	for i := 1; i < len(f) && i <= 8; i++ {
+		v, _ := strconv.ParseUint(f[i], 10, 64)
+		t.total += v
+		if i == 8 {
+			t.steal = v
+		}
+	}
+	return t
+}
+
+// stealPct is the stolen share of the CPU time since start, 0 when unknown.
+func (t machineTicks) stealPct(start machineTicks) float64 {
+	if t.total <= start.total {
+		return 0
+	}
+	return 100 * float64(t.steal-start.steal) / float64(t.total-start.total)
 }
 
 func machine() string {
