@@ -59,16 +59,7 @@ func recvWithin(t *testing.T, b *MmsgBatch, u *UDPSocket, want int) {
 // grouped by socket with one sendmmsg each and arrive in order, each with
 // its source; a batch keeps its headroom in front of every datagram.
 func TestSendQueueAndBatch(t *testing.T) {
-	lo := net.IPv4(127, 0, 0, 1)
-	open := func() *UDPSocket {
-		u, err := Open("udp4", lo, 0, false, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = u.Close() })
-		return u
-	}
-	a, b, dst := open(), open(), open()
+	a, b, dst := openLoopback(t, 0), openLoopback(t, 0), openLoopback(t, 0)
 	if dst.V6() || dst.LocalAddr().Port == 0 {
 		t.Fatalf("local address %v, v6 %v", dst.LocalAddr(), dst.V6())
 	}
@@ -120,15 +111,7 @@ func TestSendQueueAndBatch(t *testing.T) {
 // join, two destinations interleaved; and the same with GSO off, as after a
 // kernel refused it.
 func TestSegmentedSends(t *testing.T) {
-	lo := net.IPv4(127, 0, 0, 1)
-	open := func() *UDPSocket {
-		u, err := Open("udp4", lo, 0, false, 4<<20, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = u.Close() })
-		return u
-	}
+	open := func() *UDPSocket { return openLoopback(t, 4<<20) }
 	var sizes []int
 	for i := 0; i < 70; i++ {
 		sizes = append(sizes, 100)
@@ -221,17 +204,7 @@ func TestClosedSocket(t *testing.T) {
 // grouped, sent as one segmented send and read back allocates nothing, and
 // the kernel took it as a segmented send (GSO is still on for the socket).
 func TestSegmentedSendsAllocateNothing(t *testing.T) {
-	lo := net.IPv4(127, 0, 0, 1)
-	via, err := Open("udp4", lo, 0, false, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = via.Close() })
-	dst, err := Open("udp4", lo, 0, false, 1<<20, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dst.Close() })
+	via, dst := openLoopback(t, 0), openLoopback(t, 1<<20)
 	to := MakeSockaddr(dst.LocalAddr().AddrPort(), false)
 
 	const burst, size = 8, 1100
@@ -275,4 +248,16 @@ func TestSegmentedSendsAllocateNothing(t *testing.T) {
 	if via.noGSO.Load() {
 		t.Fatal("the kernel refused UDP GSO on loopback: the segmented path was not the one measured")
 	}
+}
+
+// openLoopback opens a UDP socket on 127.0.0.1 with a receive buffer of
+// rcvbuf bytes (0: the kernel's default), closed when the test ends.
+func openLoopback(t *testing.T, rcvbuf int) *UDPSocket {
+	t.Helper()
+	u, err := Open("udp4", net.IPv4(127, 0, 0, 1), 0, false, rcvbuf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = u.Close() })
+	return u
 }
