@@ -90,7 +90,9 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.signal(syscall.SIGTERM)
-	in.waitLog("draining", 5*time.Second)
+	// The server's own line, logged once new allocations are refused (not
+	// "signal received: draining", which comes before).
+	in.waitLog(`"msg":"draining"`, 5*time.Second)
 	res, err := http.Get(in.Metrics + "/readyz")
 	if err == nil {
 		res.Body.Close()

@@ -342,10 +342,14 @@ func (s *Server) PublicIP() net.IP { return s.publicIP }
 // AllocationCount is the number of live allocations.
 func (s *Server) AllocationCount() int { return s.allocs.len() }
 
-// Drain stops taking new allocations (they get 486) and waits until the live
-// ones end or ctx is done.
+// StopAllocating refuses new allocations from now on (they get 486); live
+// ones keep relaying.
+func (s *Server) StopAllocating() { s.draining.Store(true) }
+
+// Drain stops taking new allocations and waits until the live ones end or
+// ctx is done.
 func (s *Server) Drain(ctx context.Context) {
-	s.draining.Store(true)
+	s.StopAllocating()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for s.AllocationCount() > 0 {

@@ -241,6 +241,11 @@ func serveHTTP(srv *http.Server, ln net.Listener, certs *certs.Manager) error {
 // (or until ctx is done) for the live ones, then closes everything.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.ready.Store(false)
+	// Refuse first: marking the node draining in a fleet's store may take
+	// seconds, and an allocation granted meanwhile would hold up the drain.
+	if s.relay != nil {
+		s.relay.StopAllocating()
+	}
 	if s.fleet != nil {
 		s.fleet.drain(s.log)
 	}
