@@ -64,7 +64,6 @@ func (c *relayConn) sendTarget(p []byte) (peer netip.AddrPort, data []byte, sa s
 	return peer, data, sockio.MakeSockaddr(peer, c.sock.V6()), true
 }
 
-// update applies f to a copy of the routes and publishes it.
 // update applies f to a copy of the routes and publishes it; false once the
 // relay socket is closed.
 func (c *relayConn) update(f func(r *relayRoutes)) bool {
