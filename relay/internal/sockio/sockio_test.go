@@ -252,7 +252,7 @@ func TestSegmentedSendsAllocateNothing(t *testing.T) {
 
 // openLoopback opens a UDP socket on 127.0.0.1 with a receive buffer of
 // rcvbuf bytes (0: the kernel's default), closed when the test ends.
-func openLoopback(t *testing.T, rcvbuf int) *UDPSocket {
+func openLoopback(t testing.TB, rcvbuf int) *UDPSocket {
 	t.Helper()
 	u, err := Open("udp4", net.IPv4(127, 0, 0, 1), 0, false, rcvbuf, 0)
 	if err != nil {
