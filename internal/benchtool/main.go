@@ -83,16 +83,10 @@ func main() {
 	ucMessages := flag.Int("uclient-messages", 0, "messages per turnutils_uclient client, paced and saturated (default 400 and 2000; 100 and 200 with --quick)")
 	accounts := flag.Int("accounts", 0, "accounts in the issuer's store (default 10000, 2000 with --quick)")
 	steps := flag.String("scale-steps", "", "comma-separated live allocations of the scale run's steps (default 100,1000,10000): a short look at one step")
+	callMix := flag.String("call-mix", "", "comma-separated allocations of the call mix runs (default 250,1000; 100 with --quick): an A/B of one step")
 	flag.Parse()
 	if *steps != "" {
-		scaleSteps = scaleSteps[:0]
-		for _, f := range strings.Split(*steps, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n <= 0 || (len(scaleSteps) > 0 && n <= scaleSteps[len(scaleSteps)-1]) {
-				log.Fatalf("benchtool: --scale-steps wants rising positive counts, got %q", *steps)
-			}
-			scaleSteps = append(scaleSteps, n)
-		}
+		scaleSteps = risingCounts("--scale-steps", *steps)
 	}
 	o.parts = map[string]bool{}
 	for _, p := range strings.Split(*only, ",") {
@@ -150,6 +144,9 @@ func main() {
 		if o.rounds == 0 {
 			o.rounds = 3
 		}
+	}
+	if *callMix != "" {
+		o.callMix = risingCounts("--call-mix", *callMix)
 	}
 	if *accounts > 0 {
 		o.accounts = *accounts
@@ -476,6 +473,19 @@ func (e *env) startIssuers(ctx context.Context, o opts) error {
 }
 
 // knownParts are the measurements --only can pick.
+// risingCounts parses a flag's comma-separated rising positive counts.
+func risingCounts(name, v string) []int {
+	var counts []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || (len(counts) > 0 && n <= counts[len(counts)-1]) {
+			log.Fatalf("benchtool: %s wants rising positive counts, got %q", name, v)
+		}
+		counts = append(counts, n)
+	}
+	return counts
+}
+
 var knownParts = map[string]bool{"data": true, "uclient": true, "callmix": true, "scale": true,
 	"alloc": true, "binding": true, "issuer": true}
 
