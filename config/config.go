@@ -157,10 +157,10 @@ type Relay struct {
 	// Default 0: one per core.
 	UDPSockets int `yaml:"udp_sockets"`
 	// AdaptiveProcs runs the whole process on one processor (GOMAXPROCS=1)
-	// while it uses less than 0.3 of a core, and on all of them once it
-	// uses 0.6: at light load a multi-processor Go runtime spends as much
-	// CPU waking threads as relaying. Off when the GOMAXPROCS environment
-	// variable is set. Default true.
+	// from the start and after 2 s under 0.5 of a core, and on all of them
+	// once it uses 0.6: at light load a multi-processor Go runtime spends
+	// as much CPU waking threads as relaying. Off when the GOMAXPROCS
+	// environment variable is set. Default true.
 	AdaptiveProcs bool `yaml:"adaptive_procs"`
 	// Limits bound unauthenticated work per source.
 	Limits Limits `yaml:"limits"`
