@@ -472,7 +472,6 @@ func (e *env) startIssuers(ctx context.Context, o opts) error {
 	return nil
 }
 
-// knownParts are the measurements --only can pick.
 // risingCounts parses a flag's comma-separated rising positive counts.
 func risingCounts(name, v string) []int {
 	var counts []int
@@ -486,6 +485,7 @@ func risingCounts(name, v string) []int {
 	return counts
 }
 
+// knownParts are the measurements --only can pick.
 var knownParts = map[string]bool{"data": true, "uclient": true, "callmix": true, "scale": true,
 	"alloc": true, "binding": true, "issuer": true}
 
