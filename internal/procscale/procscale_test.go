@@ -15,21 +15,8 @@ import (
 // on every CPU brings all of them back; idle again, one; cancelled, the
 // runtime's default. Needs a machine with more than one CPU, as CI's has.
 func TestScalesWithTheLoad(t *testing.T) {
-	if Pinned() {
-		t.Skip("GOMAXPROCS is set in the environment: the scaler leaves it alone (by design)")
-	}
-	runtime.SetDefaultGOMAXPROCS()
-	all := runtime.GOMAXPROCS(0)
-	if all < 2 {
-		t.Skipf("one CPU: nothing to scale (GOMAXPROCS %d)", all)
-	}
 	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Run(ctx, Options{Window: 50 * time.Millisecond, DownWindows: 4, Registerer: reg})
-	}()
+	all, stopScaler := startScaler(t, Options{Window: 50 * time.Millisecond, DownWindows: 4, Registerer: reg})
 
 	waitProcs(t, 1, "idle")
 
@@ -62,8 +49,7 @@ func TestScalesWithTheLoad(t *testing.T) {
 	if got := value(t, reg, "traverse_runtime_procs_changes_total"); got < 2 {
 		t.Errorf("traverse_runtime_procs_changes_total = %v, want at least 2", got)
 	}
-	cancel()
-	<-done
+	stopScaler()
 	if got := runtime.GOMAXPROCS(0); got != all {
 		t.Errorf("after Run: GOMAXPROCS %d, want the default %d back", got, all)
 	}
@@ -74,26 +60,12 @@ func TestScalesWithTheLoad(t *testing.T) {
 // than the test waits): a light load that comes early must not run on
 // every processor, where it costs more and so may never drop under Down.
 func TestStartsOnOneProcessor(t *testing.T) {
-	if Pinned() {
-		t.Skip("GOMAXPROCS is set in the environment: the scaler leaves it alone (by design)")
-	}
-	runtime.SetDefaultGOMAXPROCS()
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("one CPU: nothing to scale")
-	}
 	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Run(ctx, Options{Window: time.Second, DownWindows: 1000, Registerer: reg})
-	}()
+	startScaler(t, Options{Window: time.Second, DownWindows: 1000, Registerer: reg})
 	waitProcs(t, 1, "started")
 	if got := value(t, reg, "traverse_runtime_procs"); got != 1 {
 		t.Errorf("traverse_runtime_procs = %v, want 1", got)
 	}
-	cancel()
-	<-done
 }
 
 // TestIdleReadsSeldom: an idle process is read once per IdleWindow, not
@@ -102,34 +74,48 @@ func TestStartsOnOneProcessor(t *testing.T) {
 // window a busy scaler reads about 100 times, an idle one about 4 times
 // (a 250 ms idle window); anything under 20 shows the back-off.
 func TestIdleReadsSeldom(t *testing.T) {
-	if Pinned() {
-		t.Skip("GOMAXPROCS is set in the environment: the scaler leaves it alone (by design)")
-	}
-	runtime.SetDefaultGOMAXPROCS()
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("one CPU: nothing to scale")
-	}
 	var reads atomic.Int64
 	cpuTime = func() time.Duration { reads.Add(1); return readCPUTime() }
 	defer func() { cpuTime = readCPUTime }()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Run(ctx, Options{Window: 10 * time.Millisecond, DownWindows: 2, IdleWindow: 250 * time.Millisecond})
-	}()
+	_, stop := startScaler(t, Options{Window: 10 * time.Millisecond, DownWindows: 2, IdleWindow: 250 * time.Millisecond})
 	waitProcs(t, 1, "idle")
 	before := reads.Load()
 	time.Sleep(time.Second)
 	n := reads.Load() - before
-	cancel()
-	<-done
+	stop()
 	if n >= 20 {
 		t.Errorf("idle on one processor for a second: %d reads of the CPU time, want about 4 (one per IdleWindow)", n)
 	}
 	if n == 0 {
 		t.Error("idle for a second: no read at all, so load would never be seen")
 	}
+}
+
+// startScaler runs Run with o from the runtime's default processors, and
+// returns how many that is and a stop that cancels it and waits for it to
+// return (also run when the test ends). It skips the test where there is
+// nothing to scale.
+func startScaler(t *testing.T, o Options) (all int, stop func()) {
+	t.Helper()
+	if Pinned() {
+		t.Skip("GOMAXPROCS is set in the environment: the scaler leaves it alone (by design)")
+	}
+	runtime.SetDefaultGOMAXPROCS()
+	if all = runtime.GOMAXPROCS(0); all < 2 {
+		t.Skipf("one CPU: nothing to scale (GOMAXPROCS %d)", all)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, o)
+	}()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
+	t.Cleanup(stop)
+	return all, stop
 }
 
 func waitProcs(t *testing.T, want int, when string) {
