@@ -362,8 +362,8 @@ func run(ctx context.Context, o opts) (err error) {
 					rep.failed(t.name, "call mix", err)
 					continue
 				}
-				log.Printf("  %-9s call mix, %d allocations: cpu %6.2f µs/msg  loss %5.2f%%  rtt p50 %6.0f µs p99 %6.0f µs  (%d sent)",
-					t.name, n, r.CPUMicros, r.LossPct, r.P50Micros, r.P99Micros, r.Sent)
+				log.Printf("  %-9s call mix, %d allocations: cpu %6.2f µs/msg  loss %5.2f%%  rtt p50 %6.0f µs p99 %6.0f µs (as the generator saw it %6.0f / %6.0f)  (%d sent)",
+					t.name, n, r.CPUMicros, r.LossPct, r.P50Micros, r.P99Micros, r.SeenP50Micros, r.SeenP99Micros, r.Sent)
 				rep.addCallMix(n, t.name, r)
 			}
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,7 @@ type msgBatch struct {
 	iovs  []unix.Iovec
 	bufs  [][]byte
 	names [][unix.SizeofSockaddrInet6]byte
+	oob   [][]byte // control messages (receive timestamps), when asked for
 }
 
 func newMsgBatch(n, size int) *msgBatch {
@@ -47,14 +49,54 @@ func (b *msgBatch) recv(fd int) (int, unix.Errno) {
 		b.iovs[i].SetLen(len(b.bufs[i]))
 		b.hdrs[i].hdr.Name = &b.names[i][0]
 		b.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
+		if b.oob != nil {
+			b.hdrs[i].hdr.Control = &b.oob[i][0]
+			b.hdrs[i].hdr.SetControllen(len(b.oob[i]))
+		}
 	}
 	return mmsgCall(unix.SYS_RECVMMSG, fd, b.hdrs)
+}
+
+// stampReceives asks the kernel to stamp each datagram fd receives
+// (SO_TIMESTAMPNS), read back with a withRxTimes batch's rxTime.
+func stampReceives(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return os.NewSyscallError("setsockopt SO_TIMESTAMPNS", err)
+	}
+	return nil
+}
+
+// withRxTimes gives each slot room for the kernel's receive timestamp, for
+// sockets with SO_TIMESTAMPNS on.
+func (b *msgBatch) withRxTimes() *msgBatch {
+	b.oob = make([][]byte, len(b.hdrs))
+	for i := range b.oob {
+		b.oob[i] = make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))
+	}
+	return b
+}
+
+// rxTime is when the kernel received datagram i (CLOCK_REALTIME, ns), or 0
+// when its socket does not stamp.
+func (b *msgBatch) rxTime(i int) int64 {
+	h := &b.hdrs[i].hdr
+	if b.oob == nil || h.Controllen < unix.SizeofCmsghdr {
+		return 0
+	}
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&b.oob[i][0]))
+	if c.Level != unix.SOL_SOCKET || c.Type != unix.SCM_TIMESTAMPNS {
+		return 0
+	}
+	ts := (*unix.Timespec)(unsafe.Pointer(&b.oob[i][unix.CmsgLen(0)]))
+	return ts.Nano()
 }
 
 // echo sends datagrams [0, n) back to the addresses recv read them from.
 func (b *msgBatch) echo(fd int, n int) {
 	for i := range n {
 		b.iovs[i].SetLen(int(b.hdrs[i].n))
+		b.hdrs[i].hdr.Control = nil // not the receive stamps
+		b.hdrs[i].hdr.Controllen = 0
 	}
 	b.sendAll(fd, n)
 }

@@ -436,9 +436,11 @@ func (r *report) markdown(o opts) string {
 - **Call mix:** ` + fmt.Sprint(o.callMix) + ` allocations (channels to our echo peer), each sending audio, one 160-byte datagram
   every 20 ms, and one in ten also video, a frame of 8 × 1,100-byte datagrams sent back to back 30 times a
   second, each flow at a random phase, for ` + r.Duration + `: from one goroutine stepping a 1 ms timing wheel (a frame
-  is one ` + "`sendmmsg`" + `), while one epoll loop counts the echoes. The round trip is the generator's clock from
-  send to echo; the generator and the peer are the same for both servers, so the difference between the two
-  is what the servers add. 1,000 allocations offer about 74,000 datagrams/s each way (148,000 relayed
+  is one ` + "`sendmmsg`" + `, stamped as it leaves), while one epoll loop counts the echoes. The **round trip** is the
+  relay's share: from the send to the kernel's receive stamp of the echo (` + "`SO_TIMESTAMPNS`" + `), less the time the echo
+  peer held the datagram (its own kernel stamp to its send, which it writes into the payload). So the wake-ups
+  of the generator's receive loop and of the echo peer, on the same two cores, are left out; the round trip
+  as the generator's loop saw it, wake-ups included, is the row after it. 1,000 allocations offer about 74,000 datagrams/s each way (148,000 relayed
   messages/s), more than coturn relays on this machine at saturation; the smaller run is a load both carry.
 - **Scale:** a freshly started server of each kind in turn (relay range ` + fmt.Sprintf("%d–%d", o.scalePorts[0], o.scalePorts[1]) + `, checked to hold
   the top step) is brought to ` + fmt.Sprint(scaleSteps) + ` live allocations, each step's allocations kept for the next;

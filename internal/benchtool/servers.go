@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -445,7 +446,14 @@ func echoOn(l *net.UDPConn) error {
 	if err != nil {
 		return err
 	}
-	b := newMsgBatch(64, 2048)
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = stampReceives(int(fd)) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return serr
+	}
+	b := newMsgBatch(64, 2048).withRxTimes()
 	var n int
 	var e unix.Errno
 	read := func(fd uintptr) bool {
@@ -459,7 +467,24 @@ func echoOn(l *net.UDPConn) error {
 		if e != 0 {
 			continue // EINTR, or an ICMP error consumed
 		}
+		b.noteHold(n)
 		_ = rc.Write(func(fd uintptr) bool { b.echo(int(fd), n); return true })
+	}
+}
+
+// noteHold writes into each of datagrams [0, n) that asks for it (a media
+// payload with holdMark) how long this peer has held it, so that the
+// generator can leave the echo's own wake-up out of the relay's round trip.
+func (b *msgBatch) noteHold(n int) {
+	now := time.Now().UnixNano()
+	for i := range n {
+		p := b.bufs[i][:b.hdrs[i].n]
+		if len(p) < payloadMin || [4]byte(p[payloadHoldMark:payloadHold]) != holdMark {
+			continue
+		}
+		if rx := b.rxTime(i); rx != 0 {
+			binary.BigEndian.PutUint64(p[payloadHold:], uint64(now-rx))
+		}
 	}
 }
 
