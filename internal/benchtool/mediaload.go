@@ -238,8 +238,8 @@ func receiveMedia(mc []*mediaClient, epoch time.Time, stop <-chan struct{}, rtts
 					}
 					got++
 					sent := int64(binary.BigEndian.Uint64(p))
-					*seen = append(*seen, now-sent)
 					rtt := now - sent
+					*seen = append(*seen, rtt)
 					if rx := rb.rxTime(j); rx != 0 {
 						rtt = rx - wall0 - sent - int64(binary.BigEndian.Uint64(p[payloadHold:]))
 					}

@@ -440,8 +440,9 @@ func (r *report) markdown(o opts) string {
   relay's share: from the send to the kernel's receive stamp of the echo (` + "`SO_TIMESTAMPNS`" + `), less the time the echo
   peer held the datagram (its own kernel stamp to its send, which it writes into the payload). So the wake-ups
   of the generator's receive loop and of the echo peer, on the same two cores, are left out; the round trip
-  as the generator's loop saw it, wake-ups included, is the row after it. 1,000 allocations offer about 74,000 datagrams/s each way (148,000 relayed
-  messages/s), more than coturn relays on this machine at saturation; the smaller run is a load both carry.
+  as the generator's loop saw it, wake-ups included, is the row after it. 1,000 allocations offer about
+  74,000 datagrams/s each way (148,000 relayed messages/s), more than coturn relays on this machine at
+  saturation; the smaller run is a load both carry.
 - **Scale:** a freshly started server of each kind in turn (relay range ` + fmt.Sprintf("%d–%d", o.scalePorts[0], o.scalePorts[1]) + `, checked to hold
   the top step) is brought to ` + fmt.Sprint(scaleSteps) + ` live allocations, each step's allocations kept for the next;
   at each step every allocation sends a 100-byte datagram every 500 ms for ` + o.scaleDur.String() + ` (through the same
