@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,11 +219,7 @@ func runData(t target, o opts, peer *proc, peerAddr netip.AddrPort, spec dataSpe
 		}
 		r.LoadCPUMicros = load / float64(handled)
 	}
-	if len(rtts) > 0 {
-		slices.Sort(rtts)
-		r.P50Micros = float64(rtts[len(rtts)/2]) / 1e3
-		r.P99Micros = float64(rtts[len(rtts)*99/100]) / 1e3
-	}
+	r.P50Micros, r.P99Micros = percentilesMicros(rtts)
 	return r, nil
 }
 
